@@ -1,0 +1,132 @@
+//! The API's error enum: what went wrong, mapped to a status and a problem document. Source
+//! failures are logged with their internal message and shown to clients only by kind.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::problem::Problem;
+use crate::resource::MappingError;
+use crate::source::{SourceError, SourceErrorKind};
+
+/// Everything a `/v1` handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid parameter `{parameter}`: {detail}")]
+    InvalidParameter { parameter: String, detail: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    #[error("API key lacks scope `{0}`")]
+    Forbidden(String),
+    #[error("source `{source_name}`: {error}")]
+    Source {
+        source_name: String,
+        error: SourceError,
+    },
+    #[error("resource `{resource}`: {error}")]
+    Mapping {
+        resource: String,
+        error: MappingError,
+    },
+}
+
+impl ApiError {
+    /// A 400 about one query parameter.
+    pub fn param(parameter: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::InvalidParameter {
+            parameter: parameter.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match &self {
+            ApiError::InvalidParameter { parameter, detail } => {
+                let mut p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-parameter",
+                    "Invalid query parameter",
+                    detail.clone(),
+                );
+                p.parameter = Some(parameter.clone());
+                p
+            }
+            ApiError::NotFound(detail) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                detail.clone(),
+            ),
+            ApiError::Unauthorized => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "send a valid API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            ),
+            ApiError::Forbidden(scope) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                format!("this API key lacks the scope `{scope}`"),
+            ),
+            ApiError::Source { source_name, error } => {
+                tracing::warn!(source = %source_name, kind = ?error.kind, error = %error.message, "legacy source error");
+                source_problem(error.kind)
+            }
+            ApiError::Mapping { resource, error } => {
+                tracing::error!(resource = %resource, error = %error, "legacy value does not fit its mapping");
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "legacy-data",
+                    "Legacy data could not be mapped",
+                    format!(
+                        "a value of field `{}` in the legacy system does not fit the adapter mapping; the operator has been told in the log",
+                        error.field
+                    ),
+                )
+            }
+        };
+        problem.into_response()
+    }
+}
+
+/// The problem shown for a source failure: transient ones are 503 with Retry-After.
+pub fn source_problem(kind: SourceErrorKind) -> Problem {
+    let (slug, title, detail, retry) = match kind {
+        SourceErrorKind::Saturated => (
+            "legacy-busy",
+            "Legacy system busy",
+            "all connections to the legacy system are in use; retry shortly",
+            Some(1),
+        ),
+        SourceErrorKind::Unavailable => (
+            "legacy-unavailable",
+            "Legacy system unavailable",
+            "the legacy system cannot be reached; retry later",
+            Some(5),
+        ),
+        SourceErrorKind::Timeout => (
+            "legacy-timeout",
+            "Legacy system too slow",
+            "the legacy system did not answer in time; retry later",
+            Some(5),
+        ),
+        SourceErrorKind::Query | SourceErrorKind::Config | SourceErrorKind::Decode => (
+            "legacy-error",
+            "Legacy system error",
+            "the legacy system rejected the query; the operator has been told in the log",
+            None,
+        ),
+    };
+    let status = if retry.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let mut p = Problem::new(status, slug, title, detail);
+    p.retry_after = retry;
+    p
+}

@@ -1,0 +1,67 @@
+//! The HTTP API: `/v1/{resource}` list and get, `/healthz`, `/readyz`, the OpenAPI document
+//! and the offline docs page. Handlers only parse, authorize, ask the source and encode.
+
+mod cursor;
+mod error;
+mod health;
+pub mod openapi;
+pub mod params;
+mod plan;
+mod problem;
+mod resources;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::MatchedPath;
+use axum::http::Request;
+use indexmap::IndexMap;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use problem::{PROBLEM_JSON, Problem};
+
+use crate::auth::Auth;
+use crate::resource::Resource;
+use crate::source::Sources;
+
+/// What every handler shares.
+pub struct AppState {
+    pub resources: IndexMap<String, Arc<Resource>>,
+    pub sources: Sources,
+    pub auth: Auth,
+    /// The OpenAPI document, built once at start-up from the loaded adapters.
+    pub openapi: utoipa::openapi::OpenApi,
+}
+
+/// Builds the service's router.
+pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
+    let mut app = Router::new()
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz));
+    for resource in state.resources.values() {
+        app = resources::routes(app, Arc::clone(resource));
+    }
+    let docs =
+        utoipa_swagger_ui::SwaggerUi::new("/docs").url("/v1/openapi.json", state.openapi.clone());
+    app.with_state(state)
+        .merge(docs)
+        .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                // The route template, not the URI: keys in paths may be business data.
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| "unmatched".into());
+                tracing::info_span!("request", method = %req.method(), route = %route)
+            }),
+        )
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+}

@@ -1,0 +1,399 @@
+//! The OpenAPI 3.1 document, built with utoipa from the loaded adapters: one schema component
+//! and two paths per resource, every parameter and error response listed, and the API-key
+//! security schemes. Static endpoints come from their `#[utoipa::path]` annotations.
+
+use utoipa::OpenApi as _;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{
+    ComponentsBuilder, InfoBuilder, OpenApi, Ref, RefOr, Required, header::HeaderBuilder,
+};
+
+use super::health::{Health, Readiness, SourceReadiness};
+use super::params::{DEFAULT_LIMIT, MAX_LIMIT};
+use super::problem::{PROBLEM_JSON, Problem};
+use super::resources::item_path;
+use crate::model::{FieldSchema, FieldType, ResourceSchema};
+use crate::resource::Resource;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(super::health::healthz, super::health::readyz),
+    components(schemas(Problem, Health, Readiness, SourceReadiness)),
+    tags(
+        (name = "health", description = "Liveness and readiness probes"),
+        (name = "resources", description = "Legacy data as versioned resources")
+    )
+)]
+struct StaticApi;
+
+/// Builds the whole document for a set of bound resources.
+pub fn build<'a>(resources: impl IntoIterator<Item = &'a Resource>, auth_enabled: bool) -> OpenApi {
+    let mut doc = StaticApi::openapi();
+    doc.info = InfoBuilder::new()
+        .title("legacy-bridge API")
+        .version("1.0.0")
+        .description(Some(
+            "Products, inventory, prices and custom resources read live from a legacy system. \
+             Lists use keyset pagination: follow `next` (or pass `next_cursor` as `cursor`) until \
+             it is null. Decimals are exact and sent as strings; timestamps are RFC 3339 with \
+             offset. Errors are `application/problem+json` (RFC 9457).",
+        ))
+        .build();
+    let mut components = doc.components.take().unwrap_or_default();
+    for r in resources {
+        let schema = &r.schema;
+        components
+            .schemas
+            .insert(schema.component.clone(), RefOr::T(record_schema(schema)));
+        components.schemas.insert(
+            format!("{}Page", schema.component),
+            RefOr::T(page_schema(schema)),
+        );
+        doc.paths.paths.insert(
+            format!("/v1/{}", schema.name),
+            PathItem::new(HttpMethod::Get, list_operation(schema, auth_enabled)),
+        );
+        doc.paths.paths.insert(
+            item_path(r),
+            PathItem::new(HttpMethod::Get, get_operation(schema, auth_enabled)),
+        );
+    }
+    if auth_enabled {
+        components.security_schemes.insert(
+            "bearer".into(),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("API key as a bearer token"))
+                    .build(),
+            ),
+        );
+        components.security_schemes.insert(
+            "api_key".into(),
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "API key in a header",
+            ))),
+        );
+    }
+    doc.components = Some(ComponentsBuilder::from(components).build());
+    doc
+}
+
+fn field_schema(f: &FieldSchema) -> Schema {
+    let (ty, format, example): (Type, Option<SchemaFormat>, Option<serde_json::Value>) = match f.ty
+    {
+        FieldType::String => (Type::String, None, None),
+        FieldType::Integer => (
+            Type::Integer,
+            Some(SchemaFormat::KnownFormat(KnownFormat::Int64)),
+            None,
+        ),
+        FieldType::Decimal => (
+            Type::String,
+            Some(SchemaFormat::Custom("decimal".into())),
+            Some(serde_json::json!("12.9900")),
+        ),
+        FieldType::Boolean => (Type::Boolean, None, None),
+        FieldType::Date => (
+            Type::String,
+            Some(SchemaFormat::KnownFormat(KnownFormat::Date)),
+            None,
+        ),
+        FieldType::Time => (
+            Type::String,
+            Some(SchemaFormat::KnownFormat(KnownFormat::Time)),
+            None,
+        ),
+        FieldType::Timestamp => (
+            Type::String,
+            Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)),
+            Some(serde_json::json!("2024-03-01T10:15:00+01:00")),
+        ),
+        FieldType::Binary => (Type::String, None, None),
+    };
+    let schema_type = if f.nullable {
+        SchemaType::from_iter([ty, Type::Null])
+    } else {
+        SchemaType::new(ty)
+    };
+    let mut b = ObjectBuilder::new()
+        .schema_type(schema_type)
+        .format(format)
+        .description(f.description.clone());
+    if f.ty == FieldType::Binary {
+        b = b.content_encoding("base64");
+    }
+    if let Some(e) = example {
+        b = b.examples([e]);
+    }
+    Schema::Object(b.build())
+}
+
+fn record_schema(s: &ResourceSchema) -> Schema {
+    let mut b = ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::Object))
+        .description(s.description.clone());
+    for (name, f) in &s.fields {
+        b = b.property(name, field_schema(f)).required(name);
+    }
+    Schema::Object(b.build())
+}
+
+fn page_schema(s: &ResourceSchema) -> Schema {
+    let nullable_string = |d: &str| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .description(Some(d))
+    };
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::Object))
+            .property(
+                "data",
+                ArrayBuilder::new().items(Ref::from_schema_name(&s.component)),
+            )
+            .required("data")
+            .property(
+                "next",
+                nullable_string("Relative URL of the next page; null on the last page."),
+            )
+            .required("next")
+            .property(
+                "next_cursor",
+                nullable_string("Opaque cursor for the next page; null on the last page."),
+            )
+            .required("next_cursor")
+            .build(),
+    )
+}
+
+fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn ok_response(component: &str, description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(component)))
+                    .build(),
+            )
+            .header(
+                "ETag",
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(SchemaType::new(Type::String)))
+                    .description(Some(
+                        "Strong validator of the body; send it back as If-None-Match",
+                    ))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn common_responses(auth: bool) -> ResponsesBuilder {
+    let mut r = ResponsesBuilder::new()
+        .response(
+            "304",
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("Not modified (If-None-Match matched)")
+                    .build(),
+            ),
+        )
+        .response(
+            "400",
+            problem_response("Invalid parameter; `parameter` names it"),
+        );
+    if auth {
+        r = r
+            .response("401", problem_response("Missing or unknown API key"))
+            .response(
+                "403",
+                problem_response("The API key lacks the resource's read scope"),
+            );
+    }
+    r.response(
+        "502",
+        problem_response(
+            "The legacy system rejected the query or returned data that does not fit the mapping",
+        ),
+    )
+    .response(
+        "503",
+        problem_response("Legacy system unavailable, slow or busy; honour Retry-After"),
+    )
+}
+
+fn security(s: &ResourceSchema, auth: bool) -> Vec<SecurityRequirement> {
+    if !auth {
+        return Vec::new();
+    }
+    let scope = format!("{}:read", s.name);
+    vec![
+        SecurityRequirement::new("bearer", [scope.clone()]),
+        SecurityRequirement::new("api_key", [scope]),
+    ]
+}
+
+fn if_none_match() -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name("If-None-Match")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some("ETag of a copy the client holds; 304 when unchanged"))
+        .schema(Some(
+            ObjectBuilder::new().schema_type(SchemaType::new(Type::String)),
+        ))
+        .build()
+}
+
+fn list_operation(s: &ResourceSchema, auth: bool) -> utoipa::openapi::path::Operation {
+    let mut op = OperationBuilder::new()
+        .tag("resources")
+        .operation_id(Some(format!("list_{}", s.name)))
+        .summary(Some(format!("List {}", s.name)))
+        .description(s.description.clone())
+        .parameter(
+            ParameterBuilder::new()
+                .name("limit")
+                .parameter_in(ParameterIn::Query)
+                .description(Some(format!("Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}).")))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::new(Type::Integer))
+                        .minimum(Some(1))
+                        .maximum(Some(MAX_LIMIT as i64))
+                        .default(Some(serde_json::json!(DEFAULT_LIMIT))),
+                ))
+                .build(),
+        )
+        .parameter(
+            ParameterBuilder::new()
+                .name("cursor")
+                .parameter_in(ParameterIn::Query)
+                .description(Some("Opaque cursor from `next_cursor` of the previous page; only valid with the same sort and filters."))
+                .schema(Some(ObjectBuilder::new().schema_type(SchemaType::new(Type::String))))
+                .build(),
+        );
+    let sortable: Vec<_> = s
+        .fields
+        .iter()
+        .filter(|(_, f)| f.sortable)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !sortable.is_empty() {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name("sort")
+                .parameter_in(ParameterIn::Query)
+                .description(Some(format!(
+                    "Comma-separated fields, `-` for descending; the key is always appended. Sortable: {}.",
+                    sortable.join(", ")
+                )))
+                .schema(Some(ObjectBuilder::new().schema_type(SchemaType::new(Type::String))))
+                .build(),
+        );
+    }
+    for (name, f) in s.fields.iter().filter(|(_, f)| f.filterable) {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .description(Some(format!(
+                    "Equals; repeat the parameter to match any of several values ({}).",
+                    f.ty
+                )))
+                .schema(Some(filter_value_schema(f)))
+                .build(),
+        );
+        if !matches!(f.ty, FieldType::Boolean) {
+            for (suffix, word) in [
+                ("gt", "Greater than"),
+                ("gte", "At least"),
+                ("lt", "Less than"),
+                ("lte", "At most"),
+            ] {
+                op = op.parameter(
+                    ParameterBuilder::new()
+                        .name(format!("{name}[{suffix}]"))
+                        .parameter_in(ParameterIn::Query)
+                        .description(Some(format!("{word} ({}).", f.ty)))
+                        .schema(Some(filter_value_schema(f)))
+                        .build(),
+                );
+            }
+        }
+    }
+    op = op
+        .parameter(if_none_match())
+        .responses(
+            common_responses(auth)
+                .response(
+                    "200",
+                    ok_response(&format!("{}Page", s.component), "One page of records"),
+                )
+                .build(),
+        )
+        .securities(Some(security(s, auth)));
+    op.build()
+}
+
+fn filter_value_schema(f: &FieldSchema) -> Schema {
+    field_schema(&FieldSchema {
+        nullable: false,
+        description: None,
+        ..f.clone()
+    })
+}
+
+fn get_operation(s: &ResourceSchema, auth: bool) -> utoipa::openapi::path::Operation {
+    let mut op = OperationBuilder::new()
+        .tag("resources")
+        .operation_id(Some(format!("get_{}", s.name)))
+        .summary(Some(format!("Get one of {} by key", s.name)));
+    for (name, f) in s.key_fields() {
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some(format!("Key field `{name}`.")))
+                .schema(Some(filter_value_schema(f)))
+                .build(),
+        );
+    }
+    op.parameter(if_none_match())
+        .responses(
+            common_responses(auth)
+                .response("200", ok_response(&s.component, "The record"))
+                .response("404", problem_response("No record has this key"))
+                .build(),
+        )
+        .securities(Some(security(s, auth)))
+        .build()
+}

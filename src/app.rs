@@ -1,0 +1,157 @@
+//! Assembling the service: load config, open sources (waiting a bounded time for a legacy
+//! system that is still starting), bind every resource against its source, build the OpenAPI
+//! document, and serve until ctrl-c or SIGTERM.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::auth::Auth;
+use crate::config::{AuthMode, ConfigError, LoadedConfig, SourceConfig};
+use crate::resource::{BindError, Resource, bind_resource};
+use crate::source::{self, SourceError, Sources};
+
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Bind(#[from] BindError),
+    #[error("cannot open source: {0}")]
+    Source(#[from] SourceError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// A started application: bound resources and their sources.
+pub struct App {
+    pub config: LoadedConfig,
+    pub state: Arc<AppState>,
+}
+
+/// Opens sources and binds resources. Transient source failures are retried until `wait` has
+/// passed, so the bridge can start alongside its legacy database.
+pub async fn build(config: LoadedConfig, wait: Duration) -> Result<App, StartError> {
+    let deadline = Instant::now() + wait;
+    let sources = retry_transient(deadline, || source::open_all(&config.deployment)).await?;
+    let mut resources = IndexMap::new();
+    for (file, name, def) in config.resources() {
+        let source = sources.get(&def.source).ok_or_else(|| {
+            ConfigError::new(file, format!("resources.{name}.source"), "unknown source")
+        })?;
+        let schema = match config.deployment.sources.get(&def.source) {
+            Some(SourceConfig::Odbc(o)) => o.schema.clone(),
+            None => None,
+        };
+        let bound = loop {
+            match bind_resource(file, name, def, schema.as_deref(), source.as_ref()).await {
+                Err(BindError::Source { error, .. })
+                    if error.kind.is_transient() && Instant::now() < deadline =>
+                {
+                    tracing::warn!(resource = name, error = %error.message, "source not ready, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => break other?,
+            }
+        };
+        resources.insert(name.to_owned(), Arc::new(bound));
+    }
+    let state = state(&config, sources, resources);
+    Ok(App { config, state })
+}
+
+async fn retry_transient<F, Fut>(deadline: Instant, mut f: F) -> Result<Sources, SourceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Sources, SourceError>>,
+{
+    loop {
+        match f().await {
+            Err(e) if e.kind.is_transient() && Instant::now() < deadline => {
+                tracing::warn!(error = %e.message, "waiting for source");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Builds the shared state from bound resources.
+pub fn state(
+    config: &LoadedConfig,
+    sources: Sources,
+    resources: IndexMap<String, Arc<Resource>>,
+) -> Arc<AppState> {
+    let auth = Auth::new(&config.deployment.auth);
+    let openapi = api::openapi::build(resources.values().map(|r| r.as_ref()), auth.enabled());
+    Arc::new(AppState {
+        resources,
+        sources,
+        auth,
+        openapi,
+    })
+}
+
+/// Serves the API until ctrl-c or SIGTERM, then drains in-flight requests.
+pub async fn serve(app: App, listen: Option<std::net::SocketAddr>) -> Result<(), StartError> {
+    let server = &app.config.deployment.server;
+    let addr = listen.unwrap_or(server.listen);
+    if app.config.deployment.auth.mode == AuthMode::None {
+        tracing::warn!("auth.mode is \"none\": every resource is readable without an API key");
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|error| StartError::Listen { addr, error })?;
+    let router = api::router(
+        Arc::clone(&app.state),
+        Duration::from_millis(server.request_timeout_ms),
+    );
+    tracing::info!(%addr, resources = app.state.resources.len(), "listening");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = tx.send(());
+    });
+    let drained = async {
+        let _ = rx.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => r.map_err(|error| StartError::Listen { addr, error })?,
+        () = drained => tracing::warn!("shutdown grace period over, exiting with requests in flight"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

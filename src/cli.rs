@@ -1,0 +1,245 @@
+//! The command line: `serve`, `check`, `introspect`, `openapi` and `keys generate`. Errors are
+//! printed once, plainly, with a non-zero exit code; this is the only place `anyhow` is used.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::app;
+use crate::config;
+use crate::source::{self, Relation};
+
+/// Default seconds `serve` waits for an unreachable source before giving up.
+const DEFAULT_STARTUP_WAIT_SECS: u64 = 60;
+
+#[derive(Parser)]
+#[command(
+    name = "legacy-bridge",
+    version,
+    about = "A modern REST API in front of legacy databases"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API.
+    Serve {
+        #[arg(short, long, env = "LEGACY_BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Overrides `server.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Seconds to wait for an unreachable source at start-up.
+        #[arg(long, default_value_t = DEFAULT_STARTUP_WAIT_SECS)]
+        startup_wait: u64,
+    },
+    /// Validate the config, connect to every source and check every mapped column.
+    Check {
+        #[arg(short, long, env = "LEGACY_BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// List a source's tables, or print a starter adapter for some of them.
+    Introspect {
+        #[arg(short, long, env = "LEGACY_BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Source name from the config.
+        #[arg(long)]
+        source: String,
+        /// Tables to draft an adapter for; without any, tables are listed.
+        tables: Vec<String>,
+    },
+    /// Print the OpenAPI 3.1 document for the configured adapters.
+    Openapi {
+        #[arg(short, long, env = "LEGACY_BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// API key helpers.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints the key once and the config entry holding only its hash.
+    Generate {
+        #[arg(long)]
+        name: String,
+        /// Scopes such as `inventory:read` (repeatable); default `*:read`.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+}
+
+/// Runs the CLI and maps failures to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve {
+            config,
+            listen,
+            startup_wait,
+        } => {
+            let loaded = config::load(&config)?;
+            let app = app::build(loaded, Duration::from_secs(startup_wait)).await?;
+            app::serve(app, listen).await?;
+        }
+        Command::Check { config } => {
+            let loaded = config::load(&config)?;
+            let app = app::build(loaded, Duration::ZERO).await?;
+            for r in app.state.resources.values() {
+                println!(
+                    "ok  {:<16} {} ({} fields, key: {})",
+                    r.schema.name,
+                    r.relation.describe(),
+                    r.fields.len(),
+                    r.schema.key.join(", ")
+                );
+            }
+            println!("config {} is valid", config.display());
+        }
+        Command::Introspect {
+            config,
+            source,
+            tables,
+        } => introspect(&config, &source, &tables).await?,
+        Command::Openapi { config } => {
+            let loaded = config::load(&config)?;
+            let app = app::build(loaded, Duration::ZERO).await?;
+            println!("{}", serde_json::to_string_pretty(&app.state.openapi)?);
+        }
+        Command::Keys {
+            command: KeysCommand::Generate { name, scopes },
+        } => {
+            let (key, hash) = crate::auth::generate_key();
+            let scopes = if scopes.is_empty() {
+                vec!["*:read".to_owned()]
+            } else {
+                scopes
+            };
+            println!("# give this key to the client (it is not stored anywhere):\n# {key}\n");
+            println!("[[auth.keys]]\nname = {name:?}\nsha256 = \"{hash}\"\nscopes = {scopes:?}");
+        }
+    }
+    Ok(())
+}
+
+async fn introspect(
+    config_path: &std::path::Path,
+    name: &str,
+    tables: &[String],
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    // Only the deployment part is needed: adapters may not exist yet.
+    let mut deployment: config::DeploymentConfig = config::parse_deployment(config_path, &text)?;
+    deployment.sources.retain(|n, _| n == name);
+    anyhow::ensure!(
+        !deployment.sources.is_empty(),
+        "no source `{name}` in {}",
+        config_path.display()
+    );
+    config::expand_sources(config_path, &mut deployment)?;
+    let sources = source::open_all(&deployment).await?;
+    let source = sources.get(name).context("source missing")?;
+    let all = source.tables().await?;
+    if tables.is_empty() {
+        for t in &all {
+            let qualified = t
+                .schema
+                .as_ref()
+                .map(|s| format!("{s}."))
+                .unwrap_or_default();
+            println!("{:<6} {qualified}{}", t.kind.to_lowercase(), t.name);
+        }
+        return Ok(());
+    }
+    println!(
+        "# starter adapter drafted by `legacy-bridge introspect`; review names, key and types"
+    );
+    println!("[resources]");
+    for table in tables {
+        let found = all
+            .iter()
+            .find(|t| t.name == *table)
+            .or_else(|| all.iter().find(|t| t.name.eq_ignore_ascii_case(table)))
+            .with_context(|| format!("table `{table}` not found in source `{name}`"))?;
+        let relation = Relation::Table {
+            schema: None,
+            name: found.name.clone(),
+        };
+        let columns = source.columns(&relation).await?;
+        let resource = snake(&found.name);
+        println!(
+            "\n[resources.{resource}]\nsource = {name:?}\ntable = {:?}",
+            found.name
+        );
+        let key = columns.first().map(|c| snake(&c.name)).unwrap_or_default();
+        println!("key = [{key:?}]  # check: the first column is only a guess");
+        println!("[resources.{resource}.fields]");
+        for c in &columns {
+            let ty = c.sql_type.suggested_field_type();
+            let trim = if matches!(c.sql_type, source::SqlType::Char { .. }) {
+                ", trim = \"end\""
+            } else {
+                ""
+            };
+            println!(
+                "{} = {{ column = {:?}, type = \"{ty}\"{trim} }}  # {}{}",
+                snake(&c.name),
+                c.name,
+                c.type_name,
+                if c.nullable { ", nullable" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let out = out.trim_matches('_').to_owned();
+    if out.starts_with(|c: char| c.is_ascii_digit()) || out.is_empty() {
+        format!("t_{out}")
+    } else {
+        out
+    }
+}

@@ -1,0 +1,12 @@
+//! legacy-bridge: a documented REST API (and, later, change events) in front of legacy
+//! ERP/POS databases and file exports, without touching them.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod resource;
+pub mod source;
+pub mod telemetry;

@@ -1,0 +1,130 @@
+//! Sources: connections to legacy systems. A source only yields rows: it runs a
+//! [`SelectQuery`] built from validated adapter identifiers and request values bound as
+//! parameters, and describes the tables it can see.
+
+mod dialect;
+mod error;
+#[cfg(feature = "odbc")]
+pub mod odbc;
+mod query;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use dialect::{Dialect, DialectKind, Paging};
+pub use error::{SourceError, SourceErrorKind};
+pub use query::{CompareOp, OrderBy, Param, Predicate, Relation, SelectColumn, SelectQuery};
+
+use crate::config::{DeploymentConfig, SourceConfig};
+use crate::model::{FieldType, Value};
+
+/// A column's SQL type as the source reports it, reduced to what decoding and parameter
+/// binding need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlType {
+    /// Fixed-width text, padded with spaces to `len`.
+    Char {
+        len: Option<usize>,
+    },
+    Varchar {
+        len: Option<usize>,
+    },
+    Integer,
+    Decimal {
+        precision: usize,
+        scale: i16,
+    },
+    Float,
+    Boolean,
+    Date,
+    Time,
+    Timestamp,
+    Binary,
+    Other,
+}
+
+impl SqlType {
+    /// The field type an adapter would most likely map this column to (used by `introspect`).
+    pub fn suggested_field_type(self) -> FieldType {
+        match self {
+            SqlType::Char { .. } | SqlType::Varchar { .. } | SqlType::Other => FieldType::String,
+            SqlType::Integer => FieldType::Integer,
+            SqlType::Decimal { .. } | SqlType::Float => FieldType::Decimal,
+            SqlType::Boolean => FieldType::Boolean,
+            SqlType::Date => FieldType::Date,
+            SqlType::Time => FieldType::Time,
+            SqlType::Timestamp => FieldType::Timestamp,
+            SqlType::Binary => FieldType::Binary,
+        }
+    }
+}
+
+/// A column of a table or query, as introspected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub sql_type: SqlType,
+    /// The source's own type name, e.g. `CHAR` or `numeric`; for messages.
+    pub type_name: String,
+    pub nullable: bool,
+}
+
+/// A table or view a source can see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    pub schema: Option<String>,
+    pub name: String,
+    pub kind: String,
+}
+
+/// A row as the source decoded it, one value per requested column.
+pub type Row = Vec<Value>;
+
+/// A legacy system connection.
+///
+/// Contract: every method is safe to call concurrently; a source bounds its own use of the
+/// legacy system (pool size, per-query timeout) and answers [`SourceErrorKind::Saturated`]
+/// instead of queueing without limit. Queries are read-only.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The SQL dialect used to render queries for this source.
+    fn dialect(&self) -> &Dialect;
+
+    /// Runs a query and decodes every row (queries always carry a limit).
+    async fn fetch(&self, query: SelectQuery) -> Result<Vec<Row>, SourceError>;
+
+    /// Columns of a table, or of the result of a query.
+    async fn columns(&self, relation: &Relation) -> Result<Vec<ColumnInfo>, SourceError>;
+
+    /// Tables and views visible to the connection.
+    async fn tables(&self) -> Result<Vec<TableInfo>, SourceError>;
+
+    /// Cheap round trip proving the legacy system answers.
+    async fn ping(&self) -> Result<(), SourceError>;
+}
+
+/// The connected sources of a deployment, by name.
+pub type Sources = HashMap<String, Arc<dyn Source>>;
+
+/// Opens every configured source (lazily where the driver allows: a source that is down at
+/// start-up is reported by `ping`, not here).
+pub async fn open_all(config: &DeploymentConfig) -> Result<Sources, SourceError> {
+    let mut sources: Sources = HashMap::new();
+    for (name, source) in &config.sources {
+        let opened: Arc<dyn Source> = match source {
+            #[cfg(feature = "odbc")]
+            SourceConfig::Odbc(cfg) => Arc::new(odbc::OdbcSource::open(name, cfg).await?),
+            #[cfg(not(feature = "odbc"))]
+            SourceConfig::Odbc(_) => {
+                return Err(SourceError::new(
+                    SourceErrorKind::Config,
+                    format!("source `{name}` needs the `odbc` feature, which this build lacks"),
+                ));
+            }
+        };
+        sources.insert(name.clone(), opened);
+    }
+    Ok(sources)
+}
