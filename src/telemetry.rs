@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber; `json` selects JSON lines for log shippers.
 pub fn init(json: bool) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,odbc_api=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -28,10 +28,11 @@ pub(super) fn columns(
                 let size = row.column_size.into_opt().unwrap_or(0).max(0) as usize;
                 let digits = row.decimal_digits.into_opt().unwrap_or(0);
                 let data_type = DataType::new(SqlDataType(row.data_type), size, digits);
+                let type_name = text(&row.type_name);
                 out.push(ColumnInfo {
                     name: text(&row.column_name),
-                    sql_type: sql_type(data_type),
-                    type_name: text(&row.type_name),
+                    sql_type: refine_from_type_name(sql_type(data_type), &type_name),
+                    type_name,
                     nullable: row.nullable != 0,
                 });
             }
@@ -109,5 +110,75 @@ pub(super) fn sql_type(dt: DataType) -> SqlType {
             SqlType::Binary
         }
         _ => SqlType::Other,
+    }
+}
+
+/// Some drivers (SQLite's, several desktop-database ones) report every declared type as
+/// VARCHAR but keep the declaration in `TYPE_NAME`, e.g. `CHAR(10)` or `DECIMAL(19,4)`. The
+/// declaration decides padding and scale, so it wins when the reported type is that vague.
+pub(super) fn refine_from_type_name(reported: SqlType, type_name: &str) -> SqlType {
+    if !matches!(reported, SqlType::Varchar { .. } | SqlType::Other) {
+        return reported;
+    }
+    let upper = type_name.trim().to_ascii_uppercase();
+    let (base, args) = match upper.split_once('(') {
+        Some((b, rest)) => (b.trim(), rest.trim_end_matches(')')),
+        None => (upper.as_str(), ""),
+    };
+    let nums: Vec<usize> = args
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    match base {
+        "CHAR" | "CHARACTER" | "NCHAR" | "BPCHAR" => SqlType::Char {
+            len: nums.first().copied(),
+        },
+        "DECIMAL" | "NUMERIC" | "MONEY" => SqlType::Decimal {
+            precision: nums.first().copied().unwrap_or(38),
+            scale: nums
+                .get(1)
+                .and_then(|s| i16::try_from(*s).ok())
+                .unwrap_or(if base == "MONEY" { 4 } else { 0 }),
+        },
+        "INTEGER" | "INT" | "SMALLINT" | "BIGINT" | "TINYINT" => SqlType::Integer,
+        "BOOLEAN" | "BOOL" | "BIT" => SqlType::Boolean,
+        "DATE" => SqlType::Date,
+        "TIME" => SqlType::Time,
+        "DATETIME" | "TIMESTAMP" => SqlType::Timestamp,
+        "REAL" | "FLOAT" | "DOUBLE" => SqlType::Float,
+        "BLOB" => SqlType::Binary,
+        _ => reported,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_type_names_refine_vague_driver_types() {
+        let vague = SqlType::Varchar { len: Some(10) };
+        assert_eq!(
+            refine_from_type_name(vague, "CHAR(10)"),
+            SqlType::Char { len: Some(10) }
+        );
+        assert_eq!(
+            refine_from_type_name(vague, "decimal(19, 4)"),
+            SqlType::Decimal {
+                precision: 19,
+                scale: 4
+            }
+        );
+        assert_eq!(refine_from_type_name(vague, "VARCHAR(60)"), vague);
+        assert_eq!(
+            refine_from_type_name(vague, "CHARACTER VARYING(5)"),
+            vague,
+            "only fixed-width CHAR is padded"
+        );
+        // A precise driver type is never overridden.
+        assert_eq!(
+            refine_from_type_name(SqlType::Integer, "CHAR(3)"),
+            SqlType::Integer
+        );
     }
 }

@@ -1,0 +1,6 @@
+//! Integration tests: one binary, a module per area, real engines over real connections.
+//! SQLite always runs; MariaDB and PostgreSQL run when `scripts/test` has started them (it
+//! exports `LB_TEST_MARIADB_ODBC` / `LB_TEST_POSTGRES_ODBC` and `LB_REQUIRE_ENGINES=1`, which
+//! turns a missing engine into a failure instead of a skip).
+
+mod suite;

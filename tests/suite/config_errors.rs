@@ -1,0 +1,175 @@
+//! Bad configuration refuses to start with a message naming the file, the key path and the
+//! reason (and, for a missing column, the columns that do exist). Never a panic.
+
+use std::time::Duration;
+
+use legacy_bridge::{app, config};
+
+use super::engines::{Engine, TestDb, repo};
+
+/// Writes a deployment config and an edited copy of the demo adapter; returns the start-up
+/// error text.
+async fn start_error(
+    db: &TestDb,
+    edit_adapter: impl Fn(String) -> String,
+    deployment_extra: &str,
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = std::fs::read_to_string(repo().join("adapters/demo-pos.toml")).unwrap();
+    std::fs::write(dir.path().join("pos.toml"), edit_adapter(adapter)).unwrap();
+    let config = format!(
+        "adapters = [\"pos.toml\"]\n[auth]\nmode = \"none\"\n[sources.pos]\nkind = \"odbc\"\nconnection_string = {:?}\n{deployment_extra}",
+        db.connection_string
+    );
+    let path = dir.path().join("deploy.toml");
+    std::fs::write(&path, config).unwrap();
+    match config::load(&path) {
+        Err(e) => e.to_string(),
+        Ok(loaded) => match app::build(loaded, Duration::ZERO).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("config was accepted"),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_names_file_key_and_reason() {
+    let db = TestDb::create(Engine::Sqlite).expect("sqlite is always available");
+
+    let msg = start_error(&db, |a| a.replace("\"QTY_ON_HAND\"", "\"QTY_ONHAND\""), "").await;
+    assert!(
+        msg.contains("pos.toml: resources.inventory.fields.on_hand.column:"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("column `QTY_ONHAND` does not exist in STOCK_LEVEL"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("its columns are: ITEM_CODE, STORE_NO, QTY_ON_HAND"),
+        "{msg}"
+    );
+
+    let msg = start_error(
+        &db,
+        |a| a.replace("table = \"STOCK_LEVEL\"", "table = \"STOCK\""),
+        "",
+    )
+    .await;
+    assert!(
+        msg.contains("resources.inventory.table: table `STOCK` does not exist"),
+        "{msg}"
+    );
+
+    let msg = start_error(
+        &db,
+        |a| a.replace("key = \"sku\"", "key = \"sku\"\ncolour = \"red\""),
+        "",
+    )
+    .await;
+    assert!(
+        msg.contains("pos.toml: resources.products.colour: unknown field `colour`"),
+        "{msg}"
+    );
+    assert!(msg.contains("(line 11)"), "{msg}");
+
+    let msg = start_error(
+        &db,
+        |a| {
+            a.replace(
+                "type = \"decimal\", scale = 2, filter",
+                "type = \"string\", scale = 2, filter",
+            )
+        },
+        "",
+    )
+    .await;
+    assert!(
+        msg.contains("resources.prices.fields.amount.scale: only decimal fields have a scale"),
+        "{msg}"
+    );
+
+    let msg = start_error(&db, |a| a.replace("timezone = \"Europe/Berlin\", filter = true, sort = true }\n\n[resources.inventory]", "timezone = \"Mars/Olympus\", filter = true, sort = true }\n\n[resources.inventory]"), "").await;
+    assert!(
+        msg.contains("resources.products.fields.updated_at.timezone")
+            && msg.contains("Mars/Olympus"),
+        "{msg}"
+    );
+
+    let msg = start_error(
+        &db,
+        |a| {
+            a.replace(
+                "key = [\"sku\", \"location\"]",
+                "key = [\"sku\", \"store\"]",
+            )
+        },
+        "",
+    )
+    .await;
+    assert!(
+        msg.contains(
+            "resources.inventory.key[1]: key field `store` is not among the mapped fields"
+        ),
+        "{msg}"
+    );
+
+    // Canonical schemas are fixed.
+    let msg = start_error(&db, |a| a.replace("on_hand    = {", "stock      = {"), "").await;
+    assert!(
+        msg.contains("resources.inventory.fields.stock") && msg.contains("canonical"),
+        "{msg}"
+    );
+
+    // Sorting needs NOT NULL columns (keyset pagination).
+    let msg = start_error(&db, |a| a.replace("description = { column = \"LONG_DESCR\", type = \"string\", trim = \"end\" }", "description = { column = \"LONG_DESCR\", type = \"string\", trim = \"end\", sort = true }"), "").await;
+    assert!(
+        msg.contains("resources.products.fields.description.sort") && msg.contains("nullable"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn deployment_errors_are_caught_before_connecting() {
+    let db = TestDb::create(Engine::Sqlite).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |text: &str| {
+        let p = dir.path().join("deploy.toml");
+        std::fs::write(&p, text).unwrap();
+        config::load(&p).unwrap_err().to_string()
+    };
+    let adapter = repo().join("adapters/demo-pos.toml");
+    let msg = write(&format!(
+        "adapters = [{adapter:?}]\n[auth]\nmode = \"none\"\n[sources.pos]\nkind = \"odbc\"\nconnection_string = \"Driver=x;Pwd=${{LB_SURELY_UNSET_VAR}}\"\n"
+    ));
+    assert!(
+        msg.contains(
+            "sources.pos.connection_string: environment variable `LB_SURELY_UNSET_VAR` is not set"
+        ),
+        "{msg}"
+    );
+    let msg = write(&format!(
+        "adapters = [{adapter:?}]\n[auth]\nmode = \"api-keys\"\n[[auth.keys]]\nname = \"k\"\nsha256 = \"secret-key-in-clear\"\nscopes = [\"inventory:read\"]\n[sources.pos]\nkind = \"odbc\"\nconnection_string = {:?}\n",
+        db.connection_string
+    ));
+    assert!(
+        msg.contains("auth.keys[0].sha256: must be the 64-character"),
+        "{msg}"
+    );
+    let msg = write(&format!(
+        "adapters = [{adapter:?}]\n[auth]\nmode = \"api-keys\"\n[[auth.keys]]\nname = \"k\"\nsha256 = \"{}\"\nscopes = [\"stock:read\"]\n[sources.pos]\nkind = \"odbc\"\nconnection_string = {:?}\n",
+        "a".repeat(64),
+        db.connection_string
+    ));
+    assert!(
+        msg.contains("auth.keys[0].scopes[0]: no resource `stock` is loaded"),
+        "{msg}"
+    );
+    // Running open must be said explicitly.
+    let msg = write(&format!(
+        "adapters = [{adapter:?}]\n[sources.pos]\nkind = \"odbc\"\nconnection_string = \"x\"\n"
+    ));
+    assert!(msg.contains("missing field `auth`"), "{msg}");
+    let msg = write("adapters = [\n");
+    assert!(msg.contains("deploy.toml: invalid TOML"), "{msg}");
+}

@@ -1,0 +1,7 @@
+mod config_errors;
+mod engines;
+mod harness;
+mod openapi;
+mod proxy;
+mod recovery;
+mod rest;
