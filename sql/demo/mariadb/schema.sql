@@ -1,0 +1,54 @@
+-- Demo POS database ("KASSE 98"), MariaDB / MySQL dialect.
+-- Re-runnable: drops and recreates the four tables. Data: ../seed.sql.
+-- Note: MariaDB strips trailing spaces from CHAR(n) values when reading them
+-- (unless sql_mode contains PAD_CHAR_TO_FULL_LENGTH), so 'A1001     ' comes
+-- back as 'A1001'. Timestamps are DATETIME: naive local time, no zone.
+
+DROP TABLE IF EXISTS ITEM_MASTER;
+DROP TABLE IF EXISTS STOCK_LEVEL;
+DROP TABLE IF EXISTS PRICE_LIST_ITEM;
+DROP TABLE IF EXISTS SALES_JOURNAL;
+
+CREATE TABLE ITEM_MASTER (
+    ITEM_CODE   CHAR(10)     NOT NULL PRIMARY KEY,
+    DESCR       VARCHAR(60)  NOT NULL,
+    LONG_DESCR  VARCHAR(255) NULL,
+    DEPT_CODE   CHAR(4)      NOT NULL,
+    UOM         CHAR(3)      NOT NULL,
+    EAN         CHAR(13)     NULL,
+    ACTIVE_FLG  CHAR(1)      NOT NULL,
+    LAST_UPD    DATETIME     NOT NULL,
+    INDEX IX_ITEM_MASTER_LAST_UPD (LAST_UPD)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE STOCK_LEVEL (
+    ITEM_CODE    CHAR(10)      NOT NULL,
+    STORE_NO     CHAR(4)       NOT NULL,
+    QTY_ON_HAND  DECIMAL(12,3) NOT NULL,
+    QTY_RESERVED DECIMAL(12,3) NOT NULL,
+    LAST_UPD     DATETIME      NOT NULL,
+    PRIMARY KEY (ITEM_CODE, STORE_NO),
+    INDEX IX_STOCK_LEVEL_LAST_UPD (LAST_UPD)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- No primary key: unique in practice on (PL_CODE, ITEM_CODE), never enforced.
+CREATE TABLE PRICE_LIST_ITEM (
+    PL_CODE    CHAR(6)       NOT NULL,
+    ITEM_CODE  CHAR(10)      NOT NULL,
+    CURR       CHAR(3)       NOT NULL,
+    PRICE      DECIMAL(19,4) NOT NULL,
+    VALID_FROM DATETIME      NULL,
+    LAST_UPD   DATETIME      NOT NULL,
+    INDEX IX_PRICE_LIST_ITEM_PL_ITEM (PL_CODE, ITEM_CODE),
+    INDEX IX_PRICE_LIST_ITEM_LAST_UPD (LAST_UPD)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE SALES_JOURNAL (
+    TXN_NO    INTEGER       NOT NULL PRIMARY KEY,
+    STORE_NO  CHAR(4)       NOT NULL,
+    ITEM_CODE CHAR(10)      NOT NULL,
+    QTY       DECIMAL(12,3) NOT NULL,
+    AMOUNT    DECIMAL(19,4) NOT NULL,
+    TXN_TS    DATETIME      NOT NULL,
+    INDEX IX_SALES_JOURNAL_TXN_TS (TXN_TS)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
