@@ -103,6 +103,17 @@ impl Bridge {
         req.send().await.expect("request")
     }
 
+    /// Conditional GET with the all-access key.
+    pub async fn get_if_none_match(&self, path: &str, etag: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// GET expecting 200 JSON.
     pub async fn json(&self, path: &str) -> serde_json::Value {
         let resp = self.get(path).await;

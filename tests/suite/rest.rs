@@ -139,23 +139,13 @@ async fn rest_suite(engine: Engine) {
     let first = bridge.get("/v1/inventory/A1001/S01").await;
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
     let again = bridge
-        .http
-        .get(format!("{}/v1/inventory/A1001/S01", bridge.base))
-        .bearer_auth(&bridge.key)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+        .get_if_none_match("/v1/inventory/A1001/S01", &etag)
+        .await;
     assert_eq!(again.status(), 304);
     db.exec("UPDATE STOCK_LEVEL SET QTY_ON_HAND = QTY_ON_HAND - 1 WHERE ITEM_CODE = 'A1001     ' AND STORE_NO = 'S01 '");
     let changed = bridge
-        .http
-        .get(format!("{}/v1/inventory/A1001/S01", bridge.base))
-        .bearer_auth(&bridge.key)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+        .get_if_none_match("/v1/inventory/A1001/S01", &etag)
+        .await;
     assert_eq!(changed.status(), 200, "a change invalidates the ETag");
     assert_eq!(
         changed.json::<serde_json::Value>().await.unwrap()["on_hand"],
