@@ -2,6 +2,7 @@
 //! system that is still starting), bind every resource against its source, build the OpenAPI
 //! document, and serve until ctrl-c or SIGTERM.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::config::{AuthMode, ConfigError, LoadedConfig, SourceConfig};
 use crate::resource::{BindError, Resource, bind_resource};
-use crate::source::{self, SourceError, Sources};
+use crate::source::{self, SourceError, Sources, TableInfo};
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -45,6 +46,8 @@ pub async fn build(config: LoadedConfig, wait: Duration) -> Result<App, StartErr
     let deadline = Instant::now() + wait;
     let sources = retry_transient(deadline, || source::open_all(&config.deployment)).await?;
     let mut resources = IndexMap::new();
+    // Each source's table list is read once, however many resources it serves.
+    let mut catalogs: HashMap<String, Vec<TableInfo>> = HashMap::new();
     for (file, name, def) in config.resources() {
         let source = sources.get(&def.source).ok_or_else(|| {
             ConfigError::new(file, format!("resources.{name}.source"), "unknown source")
@@ -53,8 +56,24 @@ pub async fn build(config: LoadedConfig, wait: Duration) -> Result<App, StartErr
             Some(SourceConfig::Odbc(o)) => o.schema.clone(),
             None => None,
         };
+        if !catalogs.contains_key(&def.source) {
+            let tables = loop {
+                match source.tables().await {
+                    Err(e) if e.kind.is_transient() && Instant::now() < deadline => {
+                        tracing::warn!(source = %def.source, error = %e.message, "source not ready, retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    other => break other?,
+                }
+            };
+            catalogs.insert(def.source.clone(), tables);
+        }
+        let tables = catalogs
+            .get(&def.source)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let bound = loop {
-            match bind_resource(file, name, def, schema.as_deref(), source.as_ref()).await {
+            match bind_resource(file, name, def, schema.as_deref(), source.as_ref(), tables).await {
                 Err(BindError::Source { error, .. })
                     if error.kind.is_transient() && Instant::now() < deadline =>
                 {

@@ -146,11 +146,11 @@ async fn get_one(
             Value::parse(field.ty, text).map_err(|e| ApiError::param(name, e.to_string()))?;
         key.push(value);
     }
-    let mut rows = fetch(&state, &resource, plan_get(&resource, &key)).await?;
+    let rows = fetch(&state, &resource, plan_get(&resource, &key)).await?;
     if rows.len() > 1 {
         tracing::warn!(resource = %resource.schema.name, "key matches several legacy rows; serving the first");
     }
-    let Some(row) = rows.drain(..).next() else {
+    let Some(row) = rows.into_iter().next() else {
         return Err(ApiError::NotFound(format!(
             "no {} with this key",
             resource.schema.name

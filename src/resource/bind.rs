@@ -11,7 +11,7 @@ use super::canonical;
 use super::mapping::{BoundField, Resource, Transform};
 use crate::config::{ConfigError, ResourceDef};
 use crate::model::{FieldSchema, FieldType, ResourceSchema};
-use crate::source::{ColumnInfo, Relation, Source, SourceError, SqlType};
+use crate::source::{ColumnInfo, Relation, Source, SourceError, SqlType, TableInfo};
 
 /// Why a resource could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +28,15 @@ pub enum BindError {
     },
 }
 
-/// Binds resource `name` from adapter `file` to `source`.
+/// Binds resource `name` from adapter `file` to `source`, whose tables (`source.tables()`,
+/// listed once per source by the caller) are `tables`.
 pub async fn bind_resource(
     file: &Path,
     name: &str,
     def: &ResourceDef,
     default_schema: Option<&str>,
     source: &dyn Source,
+    tables: &[TableInfo],
 ) -> Result<Resource, BindError> {
     let at = format!("resources.{name}");
     let source_err = |error| BindError::Source {
@@ -43,9 +45,7 @@ pub async fn bind_resource(
         error,
     };
     let relation = match (&def.table, &def.query) {
-        (Some(table), _) => resolve_table(file, &at, table, default_schema, source)
-            .await?
-            .map_err(source_err)?,
+        (Some(table), _) => resolve_table(file, &at, table, default_schema, tables)?,
         (None, Some(q)) => Relation::Query(q.clone()),
         (None, None) => return Err(ConfigError::new(file, &at, "set `table` (or `query`)").into()),
     };
@@ -151,23 +151,19 @@ pub async fn bind_resource(
     })
 }
 
-/// Finds the table's exact spelling; `Ok(Err(_))` when the source could not be asked.
-async fn resolve_table(
+/// Finds the table's exact spelling among the source's tables.
+fn resolve_table(
     file: &Path,
     at: &str,
     table: &str,
     default_schema: Option<&str>,
-    source: &dyn Source,
-) -> Result<Result<Relation, SourceError>, ConfigError> {
+    tables: &[TableInfo],
+) -> Result<Relation, ConfigError> {
     let (schema, name) = match table.split_once('.') {
         Some((s, n)) => (Some(s.to_owned()), n.to_owned()),
         None => (default_schema.map(str::to_owned), table.to_owned()),
     };
-    let tables = match source.tables().await {
-        Ok(t) => t,
-        Err(e) => return Ok(Err(e)),
-    };
-    let in_schema = |t: &&crate::source::TableInfo| {
+    let in_schema = |t: &&TableInfo| {
         schema.as_deref().is_none_or(|s| {
             t.schema
                 .as_deref()
@@ -206,10 +202,10 @@ async fn resolve_table(
             ));
         }
     };
-    Ok(Ok(Relation::Table {
+    Ok(Relation::Table {
         schema: schema.map(|_| found.schema.clone().unwrap_or_default()),
         name: found.name.clone(),
-    }))
+    })
 }
 
 fn find_column<'a>(columns: &'a [ColumnInfo], wanted: &str) -> Option<&'a ColumnInfo> {
