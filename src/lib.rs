@@ -9,4 +9,5 @@ pub mod config;
 pub mod model;
 pub mod resource;
 pub mod source;
+pub mod store;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use super::capture::CaptureDef;
 use crate::model::FieldType;
 
 /// One adapter file.
@@ -49,6 +50,9 @@ pub struct ResourceDef {
     #[serde(default)]
     pub description: Option<String>,
     pub fields: IndexMap<String, FieldDef>,
+    /// How changes are found; a resource without it is served but not captured.
+    #[serde(default)]
+    pub capture: Option<CaptureDef>,
 }
 
 /// Which padding to strip from text, for CHAR columns padded with spaces.

@@ -30,6 +30,32 @@ pub struct DeploymentConfig {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub sources: IndexMap<String, SourceConfig>,
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// Where capture keeps its checkpoints, snapshot state and outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// SQLite file, relative to the config file; created (with its directory) when missing.
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            path: default_state_path(),
+        }
+    }
+}
+
+/// The state store next to the config file unless configured otherwise.
+pub const DEFAULT_STATE_PATH: &str = "state/legacy-bridge.db";
+
+fn default_state_path() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_PATH)
 }
 
 /// HTTP server settings.

@@ -29,6 +29,12 @@ pub struct LoadedConfig {
 }
 
 impl LoadedConfig {
+    /// The state store file, resolved against the config file's directory.
+    pub fn state_path(&self) -> PathBuf {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        base.join(&self.deployment.state.path)
+    }
+
     /// Every resource with the adapter file that defines it.
     pub fn resources(&self) -> impl Iterator<Item = (&Path, &str, &ResourceDef)> {
         self.adapters.iter().flat_map(|a| {
@@ -311,6 +317,9 @@ fn validate_resource(
             ));
         }
         _ => {}
+    }
+    if let Some(capture) = &def.capture {
+        super::capture::validate_capture(file, &format!("{at}.capture"), capture)?;
     }
     if def.fields.is_empty() {
         return Err(ConfigError::new(

@@ -3,16 +3,21 @@
 //! checks that need a live source happen in [`crate::catalog`].
 
 mod adapter;
+mod capture;
 mod deployment;
 mod env;
 mod error;
 mod load;
 
 pub use adapter::{AdapterFile, FieldDef, KeyDef, ResourceDef, Trim};
+pub use capture::{
+    CaptureDef, DEFAULT_BATCH_SIZE, DEFAULT_CHANGELOG_TABLE, DEFAULT_INTERVAL_MS,
+    DEFAULT_LOOKBACK_MS, DEFAULT_SETTLE_MS, InitialLoad, StrategyKind,
+};
 pub use deployment::{
     ApiKeyConfig, AuthConfig, AuthMode, DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_LISTEN,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_QUERY_TIMEOUT_SECS, DeploymentConfig, OdbcSourceConfig,
-    ServerConfig, SourceConfig,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_QUERY_TIMEOUT_SECS, DEFAULT_STATE_PATH, DeploymentConfig,
+    OdbcSourceConfig, ServerConfig, SourceConfig, StateConfig,
 };
 pub use env::expand_env;
 pub use error::ConfigError;

@@ -1,0 +1,33 @@
+//! Store failures, split by what the caller should do: retry later, or stop and get an
+//! operator.
+
+/// Why the state store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (a running `serve`, say) holds the store; names the lock file.
+    #[error("state store {path} is in use by another legacy-bridge process")]
+    Locked { path: String },
+    /// The file or its directory cannot be opened or created.
+    #[error("cannot open state store {path}: {reason}")]
+    Open { path: String, reason: String },
+    /// The file was written by a newer legacy-bridge (schema version ahead of ours).
+    #[error("state store {path} has schema version {found}; this build knows up to {known}")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    /// A transient failure (busy database, full disk); the capture cycle is retried.
+    #[error("state store: {0}")]
+    Io(String),
+    /// Stored data that does not decode; needs an operator.
+    #[error("state store holds invalid data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Io(_))
+    }
+}
