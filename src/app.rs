@@ -118,6 +118,7 @@ pub fn state(
         sources,
         auth,
         openapi,
+        capture: None,
     })
 }
 

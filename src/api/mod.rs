@@ -24,6 +24,7 @@ pub use error::ApiError;
 pub use problem::{PROBLEM_JSON, Problem};
 
 use crate::auth::Auth;
+use crate::capture::CaptureHandle;
 use crate::resource::Resource;
 use crate::source::Sources;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub auth: Auth,
     /// The OpenAPI document, built once at start-up from the loaded adapters.
     pub openapi: utoipa::openapi::OpenApi,
+    /// Change capture, when any resource has a `capture` section.
+    pub capture: Option<CaptureHandle>,
 }
 
 /// Builds the service's router.

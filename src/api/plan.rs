@@ -77,6 +77,7 @@ pub fn plan_list(resource: &Resource, params: &ListParams) -> Result<ListPlan, A
             .map(|(i, desc)| OrderBy {
                 column: resource.fields[*i].column.clone(),
                 descending: *desc,
+                binary: false,
             })
             .collect(),
         limit: Some(params.limit + 1),

@@ -149,7 +149,12 @@ impl Dialect {
                 .iter()
                 .map(|o| {
                     let dir = if o.descending { " DESC" } else { " ASC" };
-                    format!("{}{dir}", self.quote(&o.column))
+                    let column = if o.binary {
+                        self.binary_order(&o.column)
+                    } else {
+                        self.quote(&o.column)
+                    };
+                    format!("{column}{dir}")
                 })
                 .collect();
             sql.push_str(&parts.join(", "));
@@ -162,6 +167,38 @@ impl Dialect {
             }
         }
         (sql, params)
+    }
+
+    /// A text column ordered by bytes (code points) rather than by the database collation;
+    /// dialects without a portable spelling keep their collation (capture checks the order
+    /// it receives and stops rather than trust a wrong one).
+    pub fn binary_order(&self, column: &str) -> String {
+        let q = self.quote(column);
+        match self.kind {
+            DialectKind::Sqlite => format!("{q} COLLATE BINARY"),
+            DialectKind::Postgres => format!("{q} COLLATE \"C\""),
+            DialectKind::Mysql => format!("CAST({q} AS BINARY)"),
+            DialectKind::Mssql => format!("{q} COLLATE Latin1_General_BIN2"),
+            _ => q,
+        }
+    }
+
+    /// A query answering the database's current time in UTC as text, where the dialect has
+    /// one; capture's settle window is measured on the legacy system's clock, not ours.
+    pub fn utc_now_sql(&self) -> Option<&'static str> {
+        match self.kind {
+            DialectKind::Sqlite => Some("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"),
+            DialectKind::Postgres => Some(
+                "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+            ),
+            DialectKind::Mysql => Some("SELECT UTC_TIMESTAMP(6)"),
+            DialectKind::Mssql => Some("SELECT SYSUTCDATETIME()"),
+            DialectKind::Db2 => {
+                Some("SELECT CURRENT TIMESTAMP - CURRENT TIMEZONE FROM SYSIBM.SYSDUMMY1")
+            }
+            DialectKind::Oracle => Some("SELECT SYS_EXTRACT_UTC(SYSTIMESTAMP) FROM DUAL"),
+            DialectKind::Access | DialectKind::Informix | DialectKind::Ansi => None,
+        }
     }
 
     /// The FROM target of a relation: a quoted (schema-qualified) table or a derived table.
@@ -249,6 +286,7 @@ mod tests {
             order_by: vec![OrderBy {
                 column: "ITEM_CODE".into(),
                 descending: false,
+                binary: false,
             }],
             limit,
         }

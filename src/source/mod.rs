@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 pub use dialect::{Dialect, DialectKind, Paging};
 pub use error::{SourceError, SourceErrorKind};
@@ -82,6 +83,13 @@ pub struct TableInfo {
 /// A row as the source decoded it, one value per requested column.
 pub type Row = Vec<Value>;
 
+/// Rows of a streamed scan, in batches; the stream ends after the last batch or after the
+/// first error. Dropping it stops the scan and frees the connection.
+pub type RowStream = tokio::sync::mpsc::Receiver<Result<Vec<Row>, SourceError>>;
+
+/// Batches a scan may run ahead of its consumer: bounds memory whatever the table size.
+pub const SCAN_BUFFERED_BATCHES: usize = 4;
+
 /// A legacy system connection.
 ///
 /// Contract: every method is safe to call concurrently; a source bounds its own use of the
@@ -94,6 +102,20 @@ pub trait Source: Send + Sync {
 
     /// Runs a query and decodes every row (queries always carry a limit).
     async fn fetch(&self, query: SelectQuery) -> Result<Vec<Row>, SourceError>;
+
+    /// Streams every row of a query (which may have no limit) in batches of `batch_size`,
+    /// holding one connection until the stream ends or is dropped; memory stays bounded by
+    /// [`SCAN_BUFFERED_BATCHES`] batches.
+    async fn scan(&self, query: SelectQuery, batch_size: usize) -> RowStream;
+
+    /// The legacy system's clock in UTC, or `None` when the dialect cannot tell it (capture
+    /// then falls back to the bridge's clock).
+    async fn utc_now(&self) -> Result<Option<DateTime<Utc>>, SourceError>;
+
+    /// Runs one statement that changes the legacy system. The only callers are the
+    /// change-log strategy (pruning the log table its triggers fill) and an operator's
+    /// explicit `changelog ddl --apply`; everything else only reads.
+    async fn execute(&self, sql: String, params: Vec<Param>) -> Result<(), SourceError>;
 
     /// Columns of a table, or of the result of a query.
     async fn columns(&self, relation: &Relation) -> Result<Vec<ColumnInfo>, SourceError>;

@@ -90,6 +90,9 @@ pub enum Predicate {
 pub struct OrderBy {
     pub column: String,
     pub descending: bool,
+    /// Order text by its bytes (code points) instead of the database's collation, so the
+    /// order matches the one capture keeps its key state in.
+    pub binary: bool,
 }
 
 /// A complete read-only query.

@@ -18,6 +18,24 @@ pub(super) fn fetch(
     columns: &[SelectColumn],
     timeout_secs: usize,
 ) -> Result<Vec<Row>, SourceError> {
+    let mut rows = Vec::new();
+    for_each_row(conn, sql, params, columns, timeout_secs, |row| {
+        rows.push(row);
+        true
+    })?;
+    Ok(rows)
+}
+
+/// Runs `sql` and hands each decoded row to `sink` until it returns `false` or the rows end;
+/// the row buffer is reused, so memory does not grow with the result.
+pub(super) fn for_each_row(
+    conn: &Connection<'static>,
+    sql: &str,
+    params: &[Param],
+    columns: &[SelectColumn],
+    timeout_secs: usize,
+    mut sink: impl FnMut(Row) -> bool,
+) -> Result<(), SourceError> {
     let bound: Vec<Box<dyn InputParameter>> = params.iter().map(bind).collect();
     let cursor = conn
         .execute(sql, &bound[..], Some(timeout_secs))
@@ -28,7 +46,6 @@ pub(super) fn fetch(
             "statement returned no result set",
         ));
     };
-    let mut rows = Vec::new();
     let mut buf = Vec::new();
     while let Some(mut row) = cursor.next_row().map_err(|e| classify(&e, conn))? {
         let mut out = Vec::with_capacity(columns.len());
@@ -47,9 +64,24 @@ pub(super) fn fetch(
                 Value::Null
             });
         }
-        rows.push(out);
+        if !sink(out) {
+            break;
+        }
     }
-    Ok(rows)
+    Ok(())
+}
+
+/// Runs a statement that returns no rows (a write); parameters bound as for queries.
+pub(super) fn execute_statement(
+    conn: &Connection<'static>,
+    sql: &str,
+    params: &[Param],
+    timeout_secs: usize,
+) -> Result<(), SourceError> {
+    let bound: Vec<Box<dyn InputParameter>> = params.iter().map(bind).collect();
+    conn.execute(sql, &bound[..], Some(timeout_secs))
+        .map_err(|e| classify(&e, conn))?;
+    Ok(())
 }
 
 /// Runs a statement and drops whatever it returns (used to ping).

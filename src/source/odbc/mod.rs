@@ -10,11 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use odbc_api::Connection;
 
 use self::pool::Pool;
-use super::{ColumnInfo, Dialect, Relation, Row, SelectQuery, Source, SourceError, TableInfo};
+use super::{
+    ColumnInfo, Dialect, Param, Relation, Row, RowStream, SCAN_BUFFERED_BATCHES, SelectColumn,
+    SelectQuery, Source, SourceError, SourceErrorKind, TableInfo,
+};
 use crate::config::OdbcSourceConfig;
+use crate::model::{FieldType, Value};
 
 /// A source reached through the ODBC driver manager (unixODBC on Linux).
 pub struct OdbcSource {
@@ -73,6 +78,55 @@ impl Source for OdbcSource {
             .await
     }
 
+    async fn scan(&self, query: SelectQuery, batch_size: usize) -> RowStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(SCAN_BUFFERED_BATCHES);
+        let (sql, params) = self.dialect.render(&query);
+        let columns = query.columns;
+        let pool = Arc::clone(&self.pool);
+        let batch_size = batch_size.max(1);
+        tokio::spawn(async move {
+            let sender = tx.clone();
+            let outcome = pool
+                .run(move |conn, timeout| {
+                    scan_blocking(conn, &sql, &params, &columns, timeout, batch_size, &sender)
+                })
+                .await;
+            if let Err(e) = outcome {
+                // The consumer may be gone already; then nobody needs the error.
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+
+    async fn utc_now(&self) -> Result<Option<DateTime<Utc>>, SourceError> {
+        let Some(sql) = self.dialect.utc_now_sql() else {
+            return Ok(None);
+        };
+        let columns = vec![SelectColumn {
+            name: "now".into(),
+            decode: FieldType::Timestamp,
+        }];
+        let rows = self
+            .pool
+            .run(move |conn, timeout| decode::fetch(conn, sql, &[], &columns, timeout))
+            .await?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(Value::NaiveTimestamp(ts)) => Ok(Some(ts.and_utc())),
+            Some(Value::Timestamp(ts)) => Ok(Some(ts.with_timezone(&Utc))),
+            _ => Err(SourceError::new(
+                SourceErrorKind::Decode,
+                "the database clock query returned no timestamp",
+            )),
+        }
+    }
+
+    async fn execute(&self, sql: String, params: Vec<Param>) -> Result<(), SourceError> {
+        self.pool
+            .run(move |conn, timeout| decode::execute_statement(conn, &sql, &params, timeout))
+            .await
+    }
+
     async fn columns(&self, relation: &Relation) -> Result<Vec<ColumnInfo>, SourceError> {
         let relation = relation.clone();
         let dialect = self.dialect.clone();
@@ -97,5 +151,44 @@ impl Source for OdbcSource {
         self.pool
             .run(move |conn, timeout| decode::execute_discard(conn, sql, timeout))
             .await
+    }
+}
+
+/// The blocking half of a scan: sends batches until the rows end or the receiver is gone.
+/// Once a batch has been sent, a failure is reported through the stream and not returned,
+/// so the pool does not retry the scan from the start and repeat rows.
+fn scan_blocking(
+    conn: &Connection<'static>,
+    sql: &str,
+    params: &[Param],
+    columns: &[SelectColumn],
+    timeout: usize,
+    batch_size: usize,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<Row>, SourceError>>,
+) -> Result<(), SourceError> {
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut sent_any = false;
+    let mut open = true;
+    let result = decode::for_each_row(conn, sql, params, columns, timeout, |row| {
+        batch.push(row);
+        if batch.len() == batch_size {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+            open = tx.blocking_send(Ok(full)).is_ok();
+            sent_any = true;
+        }
+        open
+    });
+    match result {
+        Ok(()) => {
+            if open && !batch.is_empty() {
+                let _ = tx.blocking_send(Ok(batch));
+            }
+            Ok(())
+        }
+        Err(e) if sent_any => {
+            let _ = tx.blocking_send(Err(e));
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
