@@ -3,16 +3,27 @@
 //! store in one transaction. Strategies only read the legacy system (except the changelog
 //! strategy's pruning of its own log table).
 
+mod changelog;
 pub mod changelog_table;
+mod cursor;
+mod drift;
+mod engine;
+mod event;
+pub mod key;
+mod snapshot;
 mod status;
+mod target;
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+pub use engine::{CaptureRuntime, bind_targets, resync_once};
 pub use status::{CaptureState, ResourceCaptureStatus, ScanProgress, StatusBoard};
+pub use target::Target;
 
-use crate::store::Store;
+use crate::source::SourceError;
+use crate::store::{Store, StoreError};
 
 /// What the API needs from a running capture: the store to read the outbox from, the status
 /// board, and a signal carrying the last committed outbox sequence number (long-polls and
@@ -22,4 +33,29 @@ pub struct CaptureHandle {
     pub store: Arc<dyn Store>,
     pub status: Arc<StatusBoard>,
     pub committed: watch::Receiver<u64>,
+}
+
+/// Why a capture step failed, and so what happens next: transient failures are retried with
+/// backoff, drift pauses the resource, the rest need an operator (the resource keeps
+/// retrying, loudly, so a fix needs no restart).
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("row does not map: {0}")]
+    Mapping(#[from] crate::resource::MappingError),
+    /// The source returned keys out of the order the merge needs.
+    #[error("{0}")]
+    Order(String),
+    /// The legacy table changed shape; the resource is paused.
+    #[error("schema drift: {0}")]
+    Drift(String),
+    /// The capture section does not fit the source.
+    #[error("{0}")]
+    Config(String),
+    /// Pruning the change log failed (rows will be read again, nothing is lost).
+    #[error("cannot prune the change log: {0}")]
+    Prune(SourceError),
 }

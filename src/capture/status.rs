@@ -1,6 +1,7 @@
 //! What capture reports about itself, per resource: strategy, state, checkpoint, counters and
 //! the last error. Served by `GET /admin/capture` and summarised by `/readyz`.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -90,6 +91,7 @@ impl ResourceCaptureStatus {
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     resources: Mutex<IndexMap<String, ResourceCaptureStatus>>,
+    resync_requested: Mutex<HashSet<String>>,
 }
 
 impl StatusBoard {
@@ -118,6 +120,26 @@ impl StatusBoard {
             .lock()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Asks the resource's task to run a resync pass at its next step; `false` when the
+    /// resource is not captured.
+    pub fn request_resync(&self, resource: &str) -> bool {
+        let known = self
+            .resources
+            .lock()
+            .is_ok_and(|m| m.contains_key(resource));
+        if known && let Ok(mut set) = self.resync_requested.lock() {
+            set.insert(resource.to_owned());
+        }
+        known
+    }
+
+    /// Takes a pending resync request.
+    pub fn take_resync(&self, resource: &str) -> bool {
+        self.resync_requested
+            .lock()
+            .is_ok_and(|mut set| set.remove(resource))
     }
 
     /// A copy of one resource's status.

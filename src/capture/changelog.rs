@@ -1,0 +1,289 @@
+//! The `changelog` strategy: triggers (DDL in `sql/changelog/`) write the key of every
+//! changed row to a log table; capture reads the log in id order, re-reads the current rows
+//! of the logged keys, diffs them against the stored state, commits, and only then prunes the
+//! log rows it read.
+//!
+//! The log is the queue, so no checkpoint is needed to be correct: a crash before pruning
+//! re-reads the same log rows, and unchanged rows are suppressed by hash. Pruning deletes
+//! exactly the ids read (never a range), so a row committed late with a lower id by a long
+//! transaction stays in the log for the next cycle.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::Utc;
+
+use super::CaptureError;
+use super::changelog_table::{ID_COLUMN, TABLE_COLUMN, key_column};
+use super::event::{Found, materialize};
+use super::key::{Observed, TOMBSTONE, encode_key, observe, subject};
+use super::target::{Checkpoint, Target};
+use crate::model::{ChangeOp, ChangeOrigin, FieldType, Value};
+use crate::source::{
+    CompareOp, OrderBy, Param, Predicate, Relation, SelectColumn, SelectQuery, SqlType,
+};
+use crate::store::{Commit, Store};
+
+/// Keys re-read per query (each adds one OR branch).
+const KEYS_PER_QUERY: usize = 100;
+/// Log ids deleted per statement.
+const IDS_PER_PRUNE: usize = 200;
+
+/// Counters of one changelog cycle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CycleStats {
+    pub rows: u64,
+    pub changes: u64,
+    pub last_seq: Option<u64>,
+}
+
+/// The log table, in the resource table's schema.
+fn log_relation(target: &Target) -> Relation {
+    let schema = match &target.resource.relation {
+        Relation::Table { schema, .. } => schema.clone(),
+        Relation::Query(_) => None,
+    };
+    Relation::Table {
+        schema,
+        name: target.def.changelog_table().to_owned(),
+    }
+}
+
+/// The name triggers write into `TABLE_NAME`: the table as the catalog spells it.
+fn logged_table_name(target: &Target) -> Result<String, CaptureError> {
+    match &target.resource.relation {
+        Relation::Table { name, .. } => Ok(name.clone()),
+        Relation::Query(_) => Err(CaptureError::Config(
+            "the changelog strategy needs a `table`, not a `query`".into(),
+        )),
+    }
+}
+
+/// Runs one cycle: drains the log in pages.
+pub async fn run_cycle(
+    target: &Target,
+    store: &dyn Store,
+    checkpoint: &mut Checkpoint,
+) -> Result<CycleStats, CaptureError> {
+    let table = logged_table_name(target)?;
+    let key_fields = target.resource.key_fields();
+    let mut stats = CycleStats::default();
+    loop {
+        let mut columns = vec![SelectColumn {
+            name: ID_COLUMN.to_owned(),
+            decode: FieldType::Integer,
+        }];
+        for n in 1..=key_fields.len() {
+            columns.push(SelectColumn {
+                name: key_column(n),
+                decode: FieldType::String,
+            });
+        }
+        let query = SelectQuery {
+            relation: log_relation(target),
+            columns,
+            filter: vec![Predicate::Compare {
+                column: TABLE_COLUMN.to_owned(),
+                op: CompareOp::Eq,
+                param: Param {
+                    value: Value::Text(table.clone()),
+                    sql_type: SqlType::Varchar { len: None },
+                },
+            }],
+            order_by: vec![OrderBy {
+                column: ID_COLUMN.to_owned(),
+                descending: false,
+                binary: false,
+            }],
+            limit: Some(target.def.batch_size as u64),
+        };
+        let log = target.source.fetch(query).await?;
+        if log.is_empty() {
+            break;
+        }
+        let full = log.len() >= target.def.batch_size;
+        let mut ids = Vec::with_capacity(log.len());
+        // Raw key values per distinct key, in order of first appearance.
+        let mut keys: Vec<Vec<Value>> = Vec::new();
+        let mut seen_keys = HashSet::new();
+        for entry in log {
+            let mut cells = entry.into_iter();
+            if let Some(Value::Int(id)) = cells.next() {
+                ids.push(id);
+            }
+            let raw: Vec<Value> = key_fields
+                .iter()
+                .zip(cells)
+                .map(|(f, cell)| match cell {
+                    Value::Text(t) => Value::parse(f.decode_type(), &t).unwrap_or(Value::Null),
+                    other => other,
+                })
+                .collect();
+            if raw.iter().any(|v| matches!(v, Value::Null)) {
+                continue;
+            }
+            if seen_keys.insert(format!("{raw:?}")) {
+                keys.push(raw);
+            }
+        }
+        stats.rows += keys.len() as u64;
+        let found = diff_keys(target, store, &keys, ids.last().copied()).await?;
+        let (events, state) = materialize(target, store, ChangeOrigin::Capture, found).await?;
+        stats.changes += events.len() as u64;
+        checkpoint.changelog_id = ids.last().copied().or(checkpoint.changelog_id);
+        let appended = store
+            .commit(Commit {
+                resource: target.name.clone(),
+                events,
+                state,
+                checkpoint: Some(checkpoint.to_stored()),
+            })
+            .await?;
+        if let Some(a) = appended {
+            stats.last_seq = Some(a.last_seq);
+        }
+        prune(target, &table, &ids).await?;
+        if !full {
+            break;
+        }
+    }
+    Ok(stats)
+}
+
+/// Re-reads the current rows of `keys` and compares them with the stored state.
+async fn diff_keys(
+    target: &Target,
+    store: &dyn Store,
+    keys: &[Vec<Value>],
+    log_id: Option<i64>,
+) -> Result<Vec<Found>, CaptureError> {
+    let resource = &target.resource;
+    let key_fields = resource.key_fields();
+    // The stored identity of each logged key: its raw values mapped like a row would be.
+    let mut wanted: Vec<(Vec<u8>, String, serde_json::Value)> = Vec::with_capacity(keys.len());
+    for raw in keys {
+        let mut values = Vec::with_capacity(raw.len());
+        for (f, v) in key_fields.iter().zip(raw) {
+            values.push(f.to_field_value(v.clone())?);
+        }
+        let refs: Vec<&Value> = values.iter().collect();
+        let key_json = serde_json::Value::Object(
+            resource
+                .schema
+                .key
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        );
+        wanted.push((encode_key(&refs), subject(&refs), key_json));
+    }
+    let mut current: HashMap<Vec<u8>, Observed> = HashMap::new();
+    for chunk in keys.chunks(KEYS_PER_QUERY) {
+        let alternatives = chunk
+            .iter()
+            .map(|raw| {
+                Predicate::And(
+                    key_fields
+                        .iter()
+                        .zip(raw)
+                        .map(|(f, v)| Predicate::Compare {
+                            column: f.column.clone(),
+                            op: CompareOp::Eq,
+                            param: Param {
+                                value: v.clone(),
+                                sql_type: f.sql_type,
+                            },
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        let query = SelectQuery {
+            relation: resource.relation.clone(),
+            columns: resource.select_columns(),
+            filter: vec![Predicate::Or(alternatives)],
+            order_by: Vec::new(),
+            limit: Some((chunk.len() * 2) as u64),
+        };
+        for row in target.source.fetch(query).await? {
+            let o = observe(resource, row)?;
+            current.insert(o.key.clone(), o);
+        }
+    }
+    let known: HashMap<Vec<u8>, crate::store::KeyRecord> = store
+        .key_records(&target.name, wanted.iter().map(|w| w.0.clone()).collect())
+        .await?
+        .into_iter()
+        .map(|k| (k.state.key.clone(), k))
+        .collect();
+    let position = serde_json::json!({"strategy": "changelog", "log_id": log_id});
+    let mut found = Vec::new();
+    for (key, subj, key_json) in wanted {
+        let prior = known.get(&key);
+        let live = prior.filter(|p| p.state.hash != TOMBSTONE);
+        let prior_version = prior.map_or(0, |p| p.state.version);
+        let before = Some(live.map_or_else(|| "null".to_owned(), |p| p.record.clone()));
+        match (current.remove(&key), live) {
+            (Some(o), Some(p)) if p.state.hash == o.hash => {}
+            (Some(o), live) => found.push(Found {
+                op: if live.is_some() {
+                    ChangeOp::Updated
+                } else {
+                    ChangeOp::Created
+                },
+                key,
+                subject: o.subject,
+                key_json: o.key_json,
+                after: Some(o.json),
+                hash: o.hash,
+                prior_version,
+                before,
+                time: Utc::now(),
+                position: position.clone(),
+            }),
+            (None, Some(_)) => found.push(Found {
+                op: ChangeOp::Deleted,
+                key,
+                subject: subj,
+                key_json,
+                after: None,
+                hash: TOMBSTONE,
+                prior_version,
+                before,
+                time: Utc::now(),
+                position: position.clone(),
+            }),
+            (None, None) => {}
+        }
+    }
+    Ok(found)
+}
+
+/// Deletes exactly the log rows read. A failure is reported but does not undo the commit:
+/// the rows are read again next cycle and suppressed by hash.
+async fn prune(target: &Target, table: &str, ids: &[i64]) -> Result<(), CaptureError> {
+    let dialect = target.source.dialect();
+    let from = dialect.from_clause(&log_relation(target));
+    for chunk in ids.chunks(IDS_PER_PRUNE) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!(
+            "DELETE FROM {from} WHERE {} = ? AND {} IN ({marks})",
+            dialect.quote(TABLE_COLUMN),
+            dialect.quote(ID_COLUMN)
+        );
+        let mut params = vec![Param {
+            value: Value::Text(table.to_owned()),
+            sql_type: SqlType::Varchar { len: None },
+        }];
+        params.extend(chunk.iter().map(|id| Param {
+            value: Value::Int(*id),
+            sql_type: SqlType::Integer,
+        }));
+        target
+            .source
+            .execute(sql, params)
+            .await
+            .map_err(CaptureError::Prune)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! Running capture: one task per captured resource, each looping "check drift, run a step,
+//! commit, report, sleep" until shutdown. A step is the initial load, a requested resync, a
+//! strategy cycle, or a due reconciliation pass; each commits atomically, so stopping (or
+//! being killed) between or inside steps loses nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use indexmap::IndexMap;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
+use super::snapshot::{Emit, PassStats, run_pass};
+use super::status::{CaptureState, ScanProgress, StatusBoard};
+use super::target::{Checkpoint, CursorColumn, Target};
+use super::{CaptureError, CaptureHandle, changelog, cursor, drift};
+use crate::config::{InitialLoad, LoadedConfig, StrategyKind};
+use crate::model::ChangeOrigin;
+use crate::resource::Resource;
+use crate::source::{SourceErrorKind, Sources};
+use crate::store::Store;
+
+/// How often a running resource re-reads its table's columns to detect drift.
+const DRIFT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest wait between retries of a failing resource.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long shutdown waits for steps in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Binds every resource that has a `capture` section: resolves its cursor column and names
+/// its events' source.
+pub async fn bind_targets(
+    config: &LoadedConfig,
+    resources: &IndexMap<String, Arc<Resource>>,
+    sources: &Sources,
+) -> Result<Vec<Target>, CaptureError> {
+    let mut targets = Vec::new();
+    for (_, name, def) in config.resources() {
+        let Some(capture) = &def.capture else {
+            continue;
+        };
+        let (Some(resource), Some(source)) = (resources.get(name), sources.get(&def.source)) else {
+            continue;
+        };
+        let cursor = match &capture.cursor_column {
+            Some(column) => {
+                let columns = source.columns(&resource.relation).await?;
+                Some(
+                    CursorColumn::resolve(column, &columns, resource)
+                        .map_err(|e| CaptureError::Config(format!("resource `{name}`: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        targets.push(Target {
+            name: name.to_owned(),
+            resource: Arc::clone(resource),
+            def: capture.clone(),
+            source: Arc::clone(source),
+            event_source: format!("/sources/{}/{}", def.source, name),
+            cursor,
+        });
+    }
+    Ok(targets)
+}
+
+/// Running capture tasks.
+pub struct CaptureRuntime {
+    pub handle: CaptureHandle,
+    tasks: JoinSet<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl CaptureRuntime {
+    /// Starts one task per target.
+    pub async fn start(
+        targets: Vec<Target>,
+        store: Arc<dyn Store>,
+    ) -> Result<CaptureRuntime, CaptureError> {
+        let last = store.last_seq().await?;
+        let (committed_tx, committed) = watch::channel(last);
+        let committed_tx = Arc::new(committed_tx);
+        let status = Arc::new(StatusBoard::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for target in targets {
+            status.register(&target.name, target.strategy().as_str());
+            let worker = Worker {
+                target,
+                store: Arc::clone(&store),
+                status: Arc::clone(&status),
+                committed: Arc::clone(&committed_tx),
+                drift_checked: None,
+                force_drift_check: true,
+            };
+            tasks.spawn(worker.run(shutdown_rx.clone()));
+        }
+        Ok(CaptureRuntime {
+            handle: CaptureHandle {
+                store,
+                status,
+                committed,
+            },
+            tasks,
+            shutdown,
+        })
+    }
+
+    /// Asks every task to stop after its current step and waits (bounded) for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!("capture steps still running at shutdown; they resume after restart");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// Runs a resync pass of one target outside the service (the `resync` command), reporting
+/// rows scanned to `progress`.
+pub async fn resync_once(
+    target: &Target,
+    store: &dyn Store,
+    progress: impl FnMut(u64),
+) -> Result<PassStats, CaptureError> {
+    let mut checkpoint = Checkpoint::from_stored(store.checkpoint(&target.name).await?)?;
+    run_pass(
+        target,
+        store,
+        &mut checkpoint,
+        ChangeOrigin::Resync,
+        Emit::All,
+        progress,
+    )
+    .await
+}
+
+/// One resource's capture loop.
+struct Worker {
+    target: Target,
+    store: Arc<dyn Store>,
+    status: Arc<StatusBoard>,
+    committed: Arc<watch::Sender<u64>>,
+    drift_checked: Option<Instant>,
+    force_drift_check: bool,
+}
+
+/// What a step did, for status.
+#[derive(Default)]
+struct StepOutcome {
+    rows: u64,
+    changes: u64,
+    last_seq: Option<u64>,
+    lag_ms: Option<u64>,
+}
+
+impl Worker {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let name = self.target.name.clone();
+        let interval = Duration::from_millis(self.target.def.interval_ms);
+        let mut checkpoint: Option<Checkpoint> = None;
+        let mut failures: u32 = 0;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let started = Instant::now();
+            let span = tracing::info_span!("capture", resource = %name);
+            let result = self.step(&mut checkpoint).instrument(span).await;
+            let elapsed = started.elapsed();
+            match result {
+                Ok(outcome) => {
+                    failures = 0;
+                    self.report_success(&outcome, elapsed, checkpoint.as_ref());
+                }
+                Err(CaptureError::Drift(reason)) => {
+                    failures = 0;
+                    tracing::warn!(resource = %name, %reason, "capture paused: schema drift");
+                    self.status.update(&name, |s| {
+                        s.state = CaptureState::Paused;
+                        s.paused_reason = Some(reason);
+                        s.scan = None;
+                    });
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if matches!(&e, CaptureError::Source(se) if se.kind == SourceErrorKind::Query) {
+                        // A query that suddenly fails often means the table changed.
+                        self.force_drift_check = true;
+                    }
+                    // Reload the checkpoint: the failed step may have advanced it in memory
+                    // without committing.
+                    checkpoint = None;
+                    let message = e.to_string();
+                    tracing::warn!(resource = %name, error = %message, failures, "capture step failed");
+                    self.status.update(&name, |s| {
+                        s.state = CaptureState::Failing;
+                        s.last_error = Some(message);
+                        s.scan = None;
+                    });
+                }
+            }
+            let delay = if failures > 0 {
+                let backoff = interval.max(Duration::from_millis(500)) * 2u32.pow(failures.min(6));
+                backoff.min(MAX_BACKOFF)
+            } else {
+                interval.saturating_sub(elapsed)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        tracing::debug!(resource = %name, "capture stopped");
+    }
+
+    fn report_success(
+        &self,
+        outcome: &StepOutcome,
+        elapsed: Duration,
+        checkpoint: Option<&Checkpoint>,
+    ) {
+        if let Some(seq) = outcome.last_seq {
+            self.committed.send_if_modified(|v| {
+                let newer = seq > *v;
+                if newer {
+                    *v = seq;
+                }
+                newer
+            });
+        }
+        let lag = outcome.lag_ms;
+        self.status.update(&self.target.name, |s| {
+            s.state = CaptureState::Running;
+            s.paused_reason = None;
+            s.last_error = None;
+            s.scan = None;
+            s.last_cycle_at = Some(Utc::now());
+            s.last_cycle_ms = Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+            s.rows_scanned += outcome.rows;
+            s.changes_emitted += outcome.changes;
+            s.lag_ms = lag.or(Some(0));
+            if let Some(cp) = checkpoint {
+                s.checkpoint = Some(cp.to_stored());
+                s.last_reconciliation_at = cp.last_reconciliation_at;
+            }
+        });
+    }
+
+    async fn step(&mut self, slot: &mut Option<Checkpoint>) -> Result<StepOutcome, CaptureError> {
+        self.check_drift().await?;
+        let cp = match slot {
+            Some(cp) => cp,
+            None => slot.insert(Checkpoint::from_stored(
+                self.store.checkpoint(&self.target.name).await?,
+            )?),
+        };
+        let target = &self.target;
+        let store = self.store.as_ref();
+        let resuming_resync = cp
+            .pass
+            .as_ref()
+            .is_some_and(|p| p.origin == ChangeOrigin::Resync);
+        if !cp.initial_done {
+            if target.def.strategy == StrategyKind::Cursor && cp.cursor.is_none() {
+                // Taken before the load: changes made while it runs are read afterwards.
+                cp.cursor = Some(cursor::start_position(target).await?);
+            }
+            let emit = match target.def.initial {
+                InitialLoad::Snapshot => Emit::All,
+                InitialLoad::None => Emit::Silent,
+            };
+            let stats = self.pass(cp, ChangeOrigin::Initial, emit).await?;
+            return Ok(pass_outcome(stats));
+        }
+        if resuming_resync || self.status.take_resync(&target.name) {
+            let stats = self.pass(cp, ChangeOrigin::Resync, Emit::All).await?;
+            return Ok(pass_outcome(stats));
+        }
+        let mut outcome = match target.def.strategy {
+            StrategyKind::Cursor => {
+                let s = cursor::run_cycle(target, store, cp).await?;
+                StepOutcome {
+                    rows: s.rows,
+                    changes: s.changes,
+                    last_seq: s.last_seq,
+                    lag_ms: s.lag_ms,
+                }
+            }
+            StrategyKind::Changelog => {
+                let s = changelog::run_cycle(target, store, cp).await?;
+                StepOutcome {
+                    rows: s.rows,
+                    changes: s.changes,
+                    last_seq: s.last_seq,
+                    lag_ms: None,
+                }
+            }
+            StrategyKind::SnapshotDiff => {
+                let stats = self.pass(cp, ChangeOrigin::Capture, Emit::Diff).await?;
+                return Ok(pass_outcome(stats));
+            }
+        };
+        if self.reconciliation_due(cp) {
+            let stats = self
+                .pass(cp, ChangeOrigin::Reconciliation, Emit::Diff)
+                .await?;
+            outcome.rows += stats.rows;
+            outcome.changes += stats.changes;
+            outcome.last_seq = stats.last_seq.or(outcome.last_seq);
+        }
+        Ok(outcome)
+    }
+
+    fn reconciliation_due(&self, cp: &Checkpoint) -> bool {
+        let Some(every) = self.target.def.reconcile_interval_secs else {
+            return false;
+        };
+        match cp.last_reconciliation_at {
+            None => true,
+            Some(at) => (Utc::now() - at).num_seconds() >= i64::try_from(every).unwrap_or(i64::MAX),
+        }
+    }
+
+    async fn pass(
+        &self,
+        cp: &mut Checkpoint,
+        origin: ChangeOrigin,
+        emit: Emit,
+    ) -> Result<PassStats, CaptureError> {
+        let name = self.target.name.clone();
+        let expected = self.store.key_count(&name).await.unwrap_or_default();
+        let kind = serde_json::to_value(origin)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let visible = emit != Emit::Diff || origin == ChangeOrigin::Reconciliation;
+        if visible {
+            let started_at = Utc::now();
+            self.status.update(&name, |s| {
+                if emit != Emit::Diff {
+                    s.state = CaptureState::Loading;
+                }
+                s.scan = Some(ScanProgress {
+                    kind,
+                    rows_scanned: 0,
+                    rows_expected: expected,
+                    started_at,
+                });
+            });
+        }
+        let status = Arc::clone(&self.status);
+        let committed = Arc::clone(&self.committed);
+        let stats = run_pass(
+            &self.target,
+            self.store.as_ref(),
+            cp,
+            origin,
+            emit,
+            |rows| {
+                if visible {
+                    status.update(&name, |s| {
+                        if let Some(scan) = s.scan.as_mut() {
+                            scan.rows_scanned = rows;
+                        }
+                    });
+                }
+            },
+        )
+        .await?;
+        if let Some(seq) = stats.last_seq {
+            committed.send_if_modified(|v| {
+                let newer = seq > *v;
+                if newer {
+                    *v = seq;
+                }
+                newer
+            });
+        }
+        Ok(stats)
+    }
+
+    /// Re-reads the table's columns when due; drift stops the step.
+    async fn check_drift(&mut self) -> Result<(), CaptureError> {
+        let due = self.force_drift_check
+            || self
+                .drift_checked
+                .is_none_or(|at| at.elapsed() >= DRIFT_CHECK_INTERVAL);
+        let paused = self
+            .status
+            .get(&self.target.name)
+            .is_some_and(|s| s.state == CaptureState::Paused);
+        if !due && !paused {
+            return Ok(());
+        }
+        let columns = self
+            .target
+            .source
+            .columns(&self.target.resource.relation)
+            .await?;
+        self.drift_checked = Some(Instant::now());
+        self.force_drift_check = false;
+        match drift::check(&self.target, &columns) {
+            Some(reason) => Err(CaptureError::Drift(reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn pass_outcome(stats: PassStats) -> StepOutcome {
+    StepOutcome {
+        rows: stats.rows,
+        changes: stats.changes,
+        last_seq: stats.last_seq,
+        lag_ms: None,
+    }
+}

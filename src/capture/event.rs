@@ -1,0 +1,164 @@
+//! Turning what a strategy found into outbox events and key-state updates. Event ids are
+//! derived from the resource, the key, the key's change count and the new row hash, so the
+//! same change always gets the same id and a later change of the same key never does.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::CaptureError;
+use super::key::TOMBSTONE;
+use super::target::Target;
+use crate::model::{ChangeOp, ChangeOrigin, NewEvent, event_type};
+use crate::store::{KeyState, RowHash, StateChange, Store};
+
+/// A change a strategy found, before the store is asked for its `before` image.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub op: ChangeOp,
+    pub key: Vec<u8>,
+    pub subject: String,
+    /// `{"sku": "A1001", ...}`: the key fields of the record.
+    pub key_json: serde_json::Value,
+    /// The record now; `None` for deletes.
+    pub after: Option<serde_json::Value>,
+    /// Hash of `after`, [`TOMBSTONE`] for deletes.
+    pub hash: RowHash,
+    /// Changes emitted for this key before (0 when none).
+    pub prior_version: u64,
+    /// The record last emitted for this key, when the strategy already has it; otherwise it
+    /// is looked up when `prior_version > 0`.
+    pub before: Option<String>,
+    pub time: DateTime<Utc>,
+    /// Where in the source the change was seen (cursor value, log id, pass).
+    pub position: serde_json::Value,
+}
+
+/// The deterministic id of the `version`th change of a key.
+pub fn event_id(resource: &str, key: &[u8], version: u64, op: ChangeOp, hash: &RowHash) -> String {
+    let mut h = Sha256::new();
+    h.update(resource.as_bytes());
+    h.update([0]);
+    h.update(key);
+    h.update([0]);
+    h.update(version.to_be_bytes());
+    h.update(op.as_str().as_bytes());
+    h.update(hash);
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Events and state changes for `found`, with `before` images from the store where the
+/// strategy did not have them. Keeps the order of `found`.
+pub async fn materialize(
+    target: &Target,
+    store: &dyn Store,
+    origin: ChangeOrigin,
+    found: Vec<Found>,
+) -> Result<(Vec<NewEvent>, Vec<StateChange>), CaptureError> {
+    let missing: Vec<Vec<u8>> = found
+        .iter()
+        .filter(|f| f.before.is_none() && f.prior_version > 0)
+        .map(|f| f.key.clone())
+        .collect();
+    let mut befores: HashMap<Vec<u8>, String> = HashMap::new();
+    if !missing.is_empty() {
+        for kr in store.key_records(&target.name, missing).await? {
+            befores.insert(kr.state.key, kr.record);
+        }
+    }
+    let mut events = Vec::with_capacity(found.len());
+    let mut state = Vec::with_capacity(found.len());
+    for f in found {
+        let before_text = f.before.or_else(|| befores.remove(&f.key));
+        let before: Option<serde_json::Value> = before_text
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .filter(|v: &serde_json::Value| !v.is_null());
+        let version = f.prior_version + 1;
+        let changed = changed_fields(f.op, before.as_ref(), f.after.as_ref());
+        let data = serde_json::json!({
+            "op": f.op,
+            "origin": origin,
+            "key": f.key_json,
+            "before": before,
+            "after": f.after,
+            "changed": changed,
+            "position": f.position,
+        });
+        events.push(NewEvent {
+            id: event_id(&target.name, &f.key, version, f.op, &f.hash),
+            resource: target.name.clone(),
+            source: target.event_source.clone(),
+            event_type: event_type(&target.name, f.op),
+            subject: f.subject,
+            time: f.time,
+            data,
+        });
+        let record = match &f.after {
+            Some(a) => a.to_string(),
+            None => "null".to_owned(),
+        };
+        state.push(StateChange::Put {
+            state: KeyState {
+                key: f.key,
+                hash: if f.op == ChangeOp::Deleted {
+                    TOMBSTONE
+                } else {
+                    f.hash
+                },
+                version,
+            },
+            record,
+        });
+    }
+    Ok((events, state))
+}
+
+/// Field names whose value differs; every field for a creation, none for deletes and
+/// snapshots.
+fn changed_fields(
+    op: ChangeOp,
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+) -> Vec<String> {
+    let Some(after) = after.and_then(|a| a.as_object()) else {
+        return Vec::new();
+    };
+    match (op, before.and_then(|b| b.as_object())) {
+        (ChangeOp::Created, _) => after.keys().cloned().collect(),
+        (ChangeOp::Updated, Some(before)) => after
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        (ChangeOp::Updated, None) => after.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_distinct_per_change() {
+        let h = [7; 16];
+        let a = event_id("inventory", b"k", 1, ChangeOp::Updated, &h);
+        assert_eq!(a, event_id("inventory", b"k", 1, ChangeOp::Updated, &h));
+        assert_ne!(a, event_id("inventory", b"k", 2, ChangeOp::Updated, &h));
+        assert_ne!(a, event_id("prices", b"k", 1, ChangeOp::Updated, &h));
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn changed_lists_differing_fields_only() {
+        let before = serde_json::json!({"sku": "A", "qty": "1", "at": "x"});
+        let after = serde_json::json!({"sku": "A", "qty": "2", "at": "y"});
+        assert_eq!(
+            changed_fields(ChangeOp::Updated, Some(&before), Some(&after)),
+            vec!["qty", "at"]
+        );
+        assert!(changed_fields(ChangeOp::Deleted, Some(&before), None).is_empty());
+    }
+}

@@ -1,0 +1,189 @@
+//! A captured resource bound for capture: the resource, its capture section, its source, the
+//! resolved cursor column, and the checkpoint format every strategy shares.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::CaptureError;
+use crate::config::{CaptureDef, StrategyKind};
+use crate::model::{ChangeOrigin, FieldType, Value};
+use crate::resource::Resource;
+use crate::source::{ColumnInfo, Row, SelectColumn, Source, SqlType};
+
+/// What a cursor column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorKind {
+    /// A last-update timestamp: bounded above by the database clock minus the settle delay.
+    Timestamp,
+    /// An incrementing id or rowversion-like number.
+    Integer,
+}
+
+/// The column a `cursor` strategy polls on, resolved against the catalog.
+#[derive(Debug, Clone)]
+pub struct CursorColumn {
+    /// Spelled as the catalog spells it.
+    pub column: String,
+    pub sql_type: SqlType,
+    pub kind: CursorKind,
+    /// Zone of a naive timestamp cursor: the mapped field's, else UTC.
+    pub timezone: Tz,
+}
+
+impl CursorColumn {
+    /// Resolves `name` among `columns`, refusing types that cannot order changes.
+    pub fn resolve(
+        name: &str,
+        columns: &[ColumnInfo],
+        resource: &Resource,
+    ) -> Result<Self, CaptureError> {
+        let column = columns
+            .iter()
+            .find(|c| c.name == name)
+            .or_else(|| columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
+            .ok_or_else(|| {
+                CaptureError::Config(format!(
+                    "cursor column `{name}` does not exist in {}",
+                    resource.relation.describe()
+                ))
+            })?;
+        let kind = match column.sql_type {
+            SqlType::Timestamp => CursorKind::Timestamp,
+            SqlType::Integer => CursorKind::Integer,
+            SqlType::Decimal { scale: 0, .. } => CursorKind::Integer,
+            _ => {
+                return Err(CaptureError::Config(format!(
+                    "cursor column `{}` is {}; a cursor must be an integer or a timestamp",
+                    column.name, column.type_name
+                )));
+            }
+        };
+        let timezone = resource
+            .fields
+            .iter()
+            .find(|f| f.column == column.name)
+            .map(|f| f.transform.timezone)
+            .unwrap_or(chrono_tz::UTC);
+        Ok(Self {
+            column: column.name.clone(),
+            sql_type: column.sql_type,
+            kind,
+            timezone,
+        })
+    }
+
+    /// How the source should decode the cursor column.
+    pub fn decode_type(&self) -> FieldType {
+        match self.kind {
+            CursorKind::Timestamp => FieldType::Timestamp,
+            CursorKind::Integer => FieldType::Integer,
+        }
+    }
+}
+
+/// A resource under capture.
+pub struct Target {
+    pub name: String,
+    pub resource: Arc<Resource>,
+    pub def: CaptureDef,
+    pub source: Arc<dyn Source>,
+    /// CloudEvents `source` of its events.
+    pub event_source: String,
+    pub cursor: Option<CursorColumn>,
+}
+
+impl Target {
+    /// The strategy's name for status output.
+    pub fn strategy(&self) -> StrategyKind {
+        self.def.strategy
+    }
+
+    /// The resource's columns, plus the cursor column at the end when it is not mapped.
+    pub fn select_columns(&self) -> Vec<SelectColumn> {
+        let mut columns = self.resource.select_columns();
+        if let Some(c) = &self.cursor
+            && !self.resource.fields.iter().any(|f| f.column == c.column)
+        {
+            columns.push(SelectColumn {
+                name: c.column.clone(),
+                decode: c.decode_type(),
+            });
+        }
+        columns
+    }
+
+    /// Where the raw cursor value sits in a row selected with [`Target::select_columns`].
+    pub fn cursor_index(&self) -> Option<usize> {
+        let c = self.cursor.as_ref()?;
+        Some(
+            self.resource
+                .fields
+                .iter()
+                .position(|f| f.column == c.column)
+                .unwrap_or(self.resource.fields.len()),
+        )
+    }
+
+    /// Raw key values (as the source returned them) of a selected row, for keyset paging.
+    pub fn raw_key(&self, row: &Row) -> Vec<Value> {
+        self.resource
+            .schema
+            .key
+            .iter()
+            .filter_map(|k| self.resource.fields.iter().position(|f| &f.name == k))
+            .map(|i| row.get(i).cloned().unwrap_or(Value::Null))
+            .collect()
+    }
+}
+
+/// How far a full pass (initial load, reconciliation, resync) has come; stored so a pass cut
+/// by a crash resumes instead of emitting its first half twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassProgress {
+    pub origin: ChangeOrigin,
+    /// Hex of the last key whose events are committed.
+    pub through: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The checkpoint every strategy stores (one JSON document per resource).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The initial load (or silent baseline) is complete.
+    #[serde(default)]
+    pub initial_done: bool,
+    /// `cursor`: every row with a cursor value below this has been read (JSON of the raw
+    /// value); the next cycle reads from it minus the lookback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<serde_json::Value>,
+    /// `changelog`: the last log id processed (informational; the log itself is the queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog_id: Option<i64>,
+    /// Full passes completed.
+    #[serde(default)]
+    pub passes: u64,
+    /// A full pass under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<PassProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reconciliation_at: Option<DateTime<Utc>>,
+}
+
+impl Checkpoint {
+    /// Reads the stored JSON; an unreadable checkpoint is an error, never silently reset.
+    pub fn from_stored(value: Option<serde_json::Value>) -> Result<Self, CaptureError> {
+        match value {
+            None => Ok(Self::default()),
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| CaptureError::Config(format!("stored checkpoint is invalid: {e}"))),
+        }
+    }
+
+    /// The JSON to store.
+    pub fn to_stored(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
