@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
+use crate::capture::{self, CaptureError, CaptureRuntime};
+use crate::store::{SqliteStore, StoreError};
 use crate::config::{AuthMode, ConfigError, LoadedConfig, SourceConfig};
 use crate::resource::{BindError, Resource, bind_resource};
 use crate::source::{self, SourceError, Sources, TableInfo};
@@ -27,6 +29,10 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error("cannot open source: {0}")]
     Source(#[from] SourceError),
+    #[error("capture: {0}")]
+    Capture(#[from] CaptureError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -34,10 +40,11 @@ pub enum StartError {
     },
 }
 
-/// A started application: bound resources and their sources.
+/// A started application: bound resources and their sources, and capture once started.
 pub struct App {
     pub config: LoadedConfig,
     pub state: Arc<AppState>,
+    pub capture: Option<CaptureRuntime>,
 }
 
 /// Opens sources and binds resources. Transient source failures are retried until `wait` has
@@ -86,7 +93,34 @@ pub async fn build(config: LoadedConfig, wait: Duration) -> Result<App, StartErr
         resources.insert(name.to_owned(), Arc::new(bound));
     }
     let state = state(&config, sources, resources);
-    Ok(App { config, state })
+    Ok(App {
+        config,
+        state,
+        capture: None,
+    })
+}
+
+/// Opens the state store and starts a capture task for every resource with a `capture`
+/// section; the API then serves the changes feed. Nothing happens without such a resource.
+pub async fn start_capture(app: &mut App) -> Result<(), StartError> {
+    let targets =
+        capture::bind_targets(&app.config, &app.state.resources, &app.state.sources).await?;
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let path = app.config.state_path();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+        .await
+        .map_err(|e| StoreError::Io(format!("opening the state store failed: {e}")))??;
+    let runtime = CaptureRuntime::start(targets, Arc::new(store)).await?;
+    let Some(state) = Arc::get_mut(&mut app.state) else {
+        runtime.shutdown().await;
+        return Err(StoreError::Io("capture must start before the API is shared".into()).into());
+    };
+    state.capture = Some(runtime.handle.clone());
+    tracing::info!(resources = runtime.handle.status.snapshot().len(), state = %app.config.state_path().display(), "capture started");
+    app.capture = Some(runtime);
+    Ok(())
 }
 
 async fn retry_transient<F, Fut>(deadline: Instant, mut f: F) -> Result<Sources, SourceError>
@@ -122,8 +156,9 @@ pub fn state(
     })
 }
 
-/// Serves the API until ctrl-c or SIGTERM, then drains in-flight requests.
-pub async fn serve(app: App, listen: Option<std::net::SocketAddr>) -> Result<(), StartError> {
+/// Serves the API until ctrl-c or SIGTERM, then drains in-flight requests and stops capture.
+pub async fn serve(mut app: App, listen: Option<std::net::SocketAddr>) -> Result<(), StartError> {
+    let capture = app.capture.take();
     let server = &app.config.deployment.server;
     let addr = listen.unwrap_or(server.listen);
     if app.config.deployment.auth.mode == AuthMode::None {
@@ -149,6 +184,9 @@ pub async fn serve(app: App, listen: Option<std::net::SocketAddr>) -> Result<(),
     tokio::select! {
         r = server => r.map_err(|error| StartError::Listen { addr, error })?,
         () = drained => tracing::warn!("shutdown grace period over, exiting with requests in flight"),
+    }
+    if let Some(capture) = capture {
+        capture.shutdown().await;
     }
     tracing::info!("stopped");
     Ok(())

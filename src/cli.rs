@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::app;
+use crate::capture;
+use crate::store::{SqliteStore, Store as _, StoreError};
 use crate::config;
 use crate::source::{self, Relation};
 
@@ -62,6 +64,15 @@ enum Command {
         #[arg(short, long, env = "LEGACY_BRIDGE_CONFIG")]
         config: PathBuf,
     },
+    /// Re-snapshot one captured resource: emit every current row as a `snapshot` event (and
+    /// deletions for rows gone), with a progress bar. Runs while the service is stopped;
+    /// a running service takes `POST /admin/capture/{resource}/resync` instead.
+    Resync {
+        #[arg(short, long, env = "LEGACY_BRIDGE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        resource: String,
+    },
     /// API key helpers.
     Keys {
         #[command(subcommand)]
@@ -112,7 +123,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             startup_wait,
         } => {
             let loaded = config::load(&config)?;
-            let app = app::build(loaded, Duration::from_secs(startup_wait)).await?;
+            let mut app = app::build(loaded, Duration::from_secs(startup_wait)).await?;
+            app::start_capture(&mut app).await?;
             app::serve(app, listen).await?;
         }
         Command::Check { config } => {
@@ -139,6 +151,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let app = app::build(loaded, Duration::ZERO).await?;
             println!("{}", serde_json::to_string_pretty(&app.state.openapi)?);
         }
+        Command::Resync { config, resource } => resync(&config, &resource).await?,
         Command::Keys {
             command: KeysCommand::Generate { name, scopes },
         } => {
@@ -152,6 +165,53 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("[[auth.keys]]\nname = {name:?}\nsha256 = \"{hash}\"\nscopes = {scopes:?}");
         }
     }
+    Ok(())
+}
+
+async fn resync(config_path: &std::path::Path, resource: &str) -> anyhow::Result<()> {
+    let loaded = config::load(config_path)?;
+    let state_path = loaded.state_path();
+    let app = app::build(loaded, Duration::ZERO).await?;
+    let targets =
+        capture::bind_targets(&app.config, &app.state.resources, &app.state.sources).await?;
+    let target = targets
+        .iter()
+        .find(|t| t.name == resource)
+        .with_context(|| format!("resource `{resource}` has no `capture` section"))?;
+    let store = match SqliteStore::open(&state_path) {
+        Err(StoreError::Locked { path }) => anyhow::bail!(
+            "the running service holds {path}; ask it instead: \
+             curl -X POST -H 'Authorization: Bearer <admin key>' \
+             http://<listen>/admin/capture/{resource}/resync"
+        ),
+        other => other?,
+    };
+    let expected = store.key_count(resource).await?;
+    let bar = indicatif::ProgressBar::new(expected.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("resync {resource}"));
+    let stats = capture::resync_once(target, &store, |rows| {
+        if rows > bar.length().unwrap_or(0) {
+            bar.set_length(rows);
+        }
+        bar.set_position(rows);
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "resync {resource}: {} rows scanned, {} events appended{}",
+        stats.rows,
+        stats.changes,
+        stats
+            .last_seq
+            .map(|s| format!(" (outbox up to {s})"))
+            .unwrap_or_default()
+    );
     Ok(())
 }
 
