@@ -3,6 +3,7 @@
 //! store in one transaction. Strategies only read the legacy system (except the changelog
 //! strategy's pruning of its own log table).
 
+pub mod changelog_ddl;
 pub mod changelog_table;
 mod status;
 
