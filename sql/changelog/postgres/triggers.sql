@@ -20,7 +20,8 @@
 -- An UPDATE logs the new key and, when the key changed, the old key first, so capture sees
 -- the old key gone.
 -- SECURITY DEFINER: the function writes with its owner's rights, so the legacy
--- application's user needs no grant on the log table. SET search_path FROM CURRENT pins the
+-- application's user needs no grant on the log table (a trigger function cannot be called
+-- directly, so it lends those rights to nothing else). SET search_path FROM CURRENT pins the
 -- search path of the installing session, so the unqualified log table is found whatever
 -- search path the writing session has.
 -- The trigger is dropped and re-created inside one DO block: one statement, hence one
