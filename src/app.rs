@@ -12,10 +12,10 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::capture::{self, CaptureError, CaptureRuntime};
-use crate::store::{SqliteStore, StoreError};
 use crate::config::{AuthMode, ConfigError, LoadedConfig, SourceConfig};
 use crate::resource::{BindError, Resource, bind_resource};
 use crate::source::{self, SourceError, Sources, TableInfo};
+use crate::store::{SqliteStore, StoreError};
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check`, `introspect`, `openapi` and `keys generate`. Errors are
-//! printed once, plainly, with a non-zero exit code; this is the only place `anyhow` is used.
+//! The command line: `serve`, `check`, `introspect`, `openapi`, `changelog ddl` and
+//! `keys generate`. Errors are printed once, plainly, with a non-zero exit code; this is the
+//! only place `anyhow` is used.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,10 +10,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::app;
-use crate::capture;
-use crate::store::{SqliteStore, Store as _, StoreError};
-use crate::config;
+use crate::capture::{self, changelog_ddl};
+use crate::config::{self, StrategyKind};
 use crate::source::{self, Relation};
+use crate::store::{SqliteStore, Store as _, StoreError};
 
 /// Default seconds `serve` waits for an unreachable source before giving up.
 const DEFAULT_STARTUP_WAIT_SECS: u64 = 60;
@@ -73,10 +74,31 @@ enum Command {
         #[arg(long)]
         resource: String,
     },
+    /// Change-log capture helpers.
+    Changelog {
+        #[command(subcommand)]
+        command: ChangelogCommand,
+    },
     /// API key helpers.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChangelogCommand {
+    /// Print the log table and trigger DDL for a resource's table (for a DBA to review and
+    /// run), or install it with --apply. Running it again is harmless.
+    Ddl {
+        #[arg(short, long, env = "LEGACY_BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Resource whose table gets the triggers.
+        #[arg(long)]
+        resource: String,
+        /// Run the statements on the resource's source instead of printing them.
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -152,6 +174,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&app.state.openapi)?);
         }
         Command::Resync { config, resource } => resync(&config, &resource).await?,
+        Command::Changelog {
+            command:
+                ChangelogCommand::Ddl {
+                    config,
+                    resource,
+                    apply,
+                },
+        } => changelog_ddl(&config, &resource, apply).await?,
         Command::Keys {
             command: KeysCommand::Generate { name, scopes },
         } => {
@@ -212,6 +242,108 @@ async fn resync(config_path: &std::path::Path, resource: &str) -> anyhow::Result
             .map(|s| format!(" (outbox up to {s})"))
             .unwrap_or_default()
     );
+    Ok(())
+}
+
+/// Prints (or with `apply`, installs) the change-log DDL for one resource's table. Any
+/// resource with a table qualifies, whatever its capture strategy: a DBA may prepare ahead.
+async fn changelog_ddl(
+    config_path: &std::path::Path,
+    resource: &str,
+    apply: bool,
+) -> anyhow::Result<()> {
+    let loaded = config::load(config_path)?;
+    let Some((file, _, def)) = loaded.resources().find(|(_, name, _)| *name == resource) else {
+        let names: Vec<&str> = loaded.resources().map(|(_, name, _)| name).collect();
+        anyhow::bail!(
+            "no resource `{resource}` in the adapters of {}; resources: {}",
+            config_path.display(),
+            names.join(", ")
+        );
+    };
+    let file = file.to_owned();
+    let capture = def.capture.clone();
+    let (log_table, log_origin) = match &capture {
+        Some(c) if c.changelog_table.is_some() => (
+            c.changelog_table().to_owned(),
+            format!("capture.changelog_table of resource `{resource}`"),
+        ),
+        _ => (
+            config::DEFAULT_CHANGELOG_TABLE.to_owned(),
+            "the default; set capture.changelog_table to change it".to_owned(),
+        ),
+    };
+    let app = app::build(loaded, Duration::ZERO).await?;
+    let bound = app
+        .state
+        .resources
+        .get(resource)
+        .with_context(|| format!("resource `{resource}` was not bound"))?;
+    let source = app
+        .state
+        .sources
+        .get(&bound.source)
+        .with_context(|| format!("source `{}` is not open", bound.source))?;
+    let ddl = changelog_ddl::for_resource(source.dialect(), &log_table, bound)
+        .with_context(|| format!("resource `{resource}` ({})", file.display()))?;
+    let strategy_note = match capture.map(|c| c.strategy) {
+        Some(StrategyKind::Changelog) => None,
+        Some(other) => Some(format!(
+            "resource `{resource}` captures with `{}`; the triggers only feed capture once its \
+             strategy is `changelog`",
+            other.as_str()
+        )),
+        None => Some(format!(
+            "resource `{resource}` has no capture section; the triggers only feed capture once \
+             it has one with strategy `changelog`"
+        )),
+    };
+    if !apply {
+        println!(
+            "-- resource `{resource}` ({}), source `{}`",
+            file.display(),
+            bound.source
+        );
+        println!("-- log table: {log_table} ({log_origin})");
+        print!("{}", ddl.script());
+        if let Some(note) = strategy_note {
+            eprintln!("note: {note}");
+        }
+        eprintln!(
+            "nothing was changed on source `{}`: give the script above to a DBA, or re-run with \
+             --apply to install it",
+            bound.source
+        );
+        return Ok(());
+    }
+    println!(
+        "installing the change log of resource `{resource}` on source `{}`: triggers on {}, \
+         log table {log_table} ({log_origin})",
+        bound.source,
+        bound.relation.describe()
+    );
+    let total = ddl.statements().len();
+    for (i, statement) in ddl.statements().iter().enumerate() {
+        source
+            .execute(statement.sql.clone(), Vec::new())
+            .await
+            .with_context(|| {
+                format!(
+                    "statement {}/{total} ({}) failed; the {i} before it were applied, and \
+                     re-running the whole command is safe",
+                    i + 1,
+                    statement.what
+                )
+            })?;
+        println!("  ok  {}", statement.what);
+    }
+    println!(
+        "installed: every insert, update and delete on {} now adds a row to {log_table}",
+        bound.relation.describe()
+    );
+    if let Some(note) = strategy_note {
+        eprintln!("note: {note}");
+    }
     Ok(())
 }
 

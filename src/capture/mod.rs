@@ -4,6 +4,7 @@
 //! strategy's pruning of its own log table).
 
 mod changelog;
+pub mod changelog_ddl;
 pub mod changelog_table;
 mod cursor;
 mod drift;

@@ -1,3 +1,4 @@
+mod changelog_ddl;
 mod config_errors;
 mod engines;
 mod harness;
