@@ -23,6 +23,13 @@ pub enum StoreError {
     /// Stored data that does not decode; needs an operator.
     #[error("state store holds invalid data: {0}")]
     Corrupt(String),
+    /// A commit the schema refuses (a record that is not JSON, a number out of range): a bug
+    /// in the caller, so retrying cannot help. Nothing of the commit was written.
+    #[error("state store refused the commit: {0}")]
+    Rejected(String),
+    /// A commit on a store opened for inspection only.
+    #[error("state store {path} is open read-only")]
+    ReadOnly { path: String },
 }
 
 impl StoreError {

@@ -14,10 +14,12 @@
 //! PostgreSQL backend for multi-instance deployments.
 
 mod error;
+pub mod sqlite;
 
 use async_trait::async_trait;
 
 pub use error::StoreError;
+pub use sqlite::SqliteStore;
 
 use crate::model::{NewEvent, StoredEvent};
 
