@@ -1,3 +1,4 @@
+mod changes;
 mod config_errors;
 mod engines;
 mod harness;
