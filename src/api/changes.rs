@@ -292,10 +292,14 @@ fn event_filter(
             types: Vec::new(),
         });
     };
+    let mut resources: Vec<String> = Vec::new();
     let mut types: Vec<String> = Vec::new();
     for s in selectors {
         if !readable.contains(&s.resource) {
             return Err(ApiError::Forbidden(read_scope(&s.resource)));
+        }
+        if !resources.contains(&s.resource) {
+            resources.push(s.resource.clone());
         }
         for t in s.event_types() {
             if !types.contains(&t) {
@@ -303,11 +307,9 @@ fn event_filter(
             }
         }
     }
-    // Every named type is readable, so the types alone are the whole restriction.
-    Ok(EventFilter {
-        resources: Vec::new(),
-        types,
-    })
+    // The types alone select the events; the resources they name let the store walk its
+    // per-resource index instead of scanning every event.
+    Ok(EventFilter { resources, types })
 }
 
 /// The next page of the feed link: same limit, types and wait, starting at `next_after`.
@@ -860,7 +862,7 @@ mod tests {
     fn wildcards_expand_to_every_op_and_merge_with_exact_types() {
         let selectors = [sel("prices", Some(ChangeOp::Created)), sel("prices", None)];
         let f = event_filter(Some(&selectors), &captured(), true).unwrap();
-        assert!(f.resources.is_empty());
+        assert_eq!(f.resources, ["prices"]);
         assert_eq!(
             f.types,
             [
