@@ -495,16 +495,17 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
-    let text = value.to_str().unwrap_or("\u{0}").trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse::<u64>().map(Some).map_err(|_| {
+    let invalid = || {
         ApiError::param(
             "Last-Event-ID",
             "must be the `id` of an event of this stream (a non-negative integer)",
         )
-    })
+    };
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<u64>().map(Some).map_err(|_| invalid())
 }
 
 /// One SSE client's position in the outbox and the page it has not yet been sent.
