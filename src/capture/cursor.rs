@@ -28,7 +28,8 @@ pub struct CycleStats {
     pub rows: u64,
     pub changes: u64,
     pub last_seq: Option<u64>,
-    /// Distance between the database clock and the checkpoint (timestamp cursors).
+    /// How much older than the cycle the newest fully read data may be: the settle delay
+    /// (timestamp cursors).
     pub lag_ms: Option<u64>,
 }
 
@@ -157,10 +158,9 @@ pub async fn run_cycle(
             break;
         }
     }
-    if let (Some(now), Value::NaiveTimestamp(h)) = (now, &high)
-        && let Some(h) = cursor.timezone.from_local_datetime(h).earliest()
-    {
-        stats.lag_ms = u64::try_from((now - h.with_timezone(&Utc)).num_milliseconds()).ok();
+    if now.is_some() {
+        // Everything committed before the upper bound has been read.
+        stats.lag_ms = Some(target.def.settle_ms);
     }
     Ok(stats)
 }
