@@ -11,6 +11,8 @@
 //! - Every cycle re-reads the lookback window below the checkpoint (late commits with older
 //!   values); rows whose hash equals the stored one are suppressed, so re-reading never
 //!   emits twice.
+//! - Naive local timestamps repeat an hour when daylight saving ends; while the upper bound
+//!   is below the checkpoint, the window is measured from the upper bound instead.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -113,7 +115,14 @@ pub async fn run_cycle(
         CursorKind::Integer => None,
     };
     let upper = now.map(|n| naive_bound(cursor, n - settle(target)));
-    let low = lower_bound(target, cursor, &high);
+    // After a daylight-saving fall-back the legacy clock repeats an hour: the upper bound
+    // drops below the checkpoint, and the window must follow it down or rows stamped in the
+    // repeated hour would never be read.
+    let reference = match &upper {
+        Some(u) if greater(&high, u) => u,
+        _ => &high,
+    };
+    let low = lower_bound(target, cursor, reference);
     let mut stats = CycleStats::default();
     let mut after: Option<(Value, Vec<Value>)> = None;
     let mut high = high;
