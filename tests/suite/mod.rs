@@ -1,3 +1,5 @@
+mod capture_harness;
+mod capture_strategies;
 mod changelog_ddl;
 mod config_errors;
 mod engines;
