@@ -687,3 +687,11 @@ pub fn via_port(db: &TestDb, port: u16) -> String {
         &format!("Port={port};"),
     )
 }
+
+/// A connection of its own to a test database (for transactions the test controls).
+pub fn connect(connection_string: &str) -> odbc_api::Connection<'static> {
+    odbc_api::environment()
+        .expect("odbc environment")
+        .connect_with_connection_string(connection_string, odbc_api::ConnectionOptions::default())
+        .unwrap_or_else(|e| panic!("cannot connect: {e}"))
+}

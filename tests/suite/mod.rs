@@ -1,4 +1,8 @@
+mod capture_cursor;
+mod capture_drift;
 mod capture_harness;
+mod capture_initial;
+mod capture_outage;
 mod capture_strategies;
 mod changelog_ddl;
 mod config_errors;
