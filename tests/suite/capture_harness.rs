@@ -264,6 +264,11 @@ impl Rig {
         Arc::clone(&self.built().state.resources[name])
     }
 
+    /// The deployment config file.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
     /// The state store file.
     pub fn state_path(&self) -> PathBuf {
         self.dir.path().join(config::DEFAULT_STATE_PATH)
