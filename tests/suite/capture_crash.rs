@@ -303,16 +303,15 @@ async fn kill_9_at_random_moments_loses_nothing(engine: Engine) {
 
     // AND finally left running until it has caught up with the last write
     let mut child = spawn(&config, &log);
-    let mut last = String::new();
     loop {
         let rows = database_rows(&rig).await;
-        match read_store(&state).await {
+        let last = match read_store(&state).await {
             Some(events) => match compare(&events, &rows) {
                 Ok(()) => break,
-                Err(why) => last = why,
+                Err(why) => why,
             },
-            None => last = "no state store yet".into(),
-        }
+            None => "no state store yet".into(),
+        };
         if let Some(status) = child.try_wait().expect("child status") {
             panic!(
                 "{engine:?}: the bridge exited ({status}):\n{}",

@@ -239,12 +239,6 @@ impl Rig {
         self.app = None;
     }
 
-    /// Stops and starts again on the same config and state store.
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        self.start_capture().await;
-    }
-
     /// The running capture.
     pub fn handle(&self) -> &CaptureHandle {
         &self.runtime.as_ref().expect("capture is running").handle
