@@ -32,21 +32,19 @@ use super::capture_harness::{
 use super::engines::{Engine, TestDb};
 
 /// Kill/restart rounds.
-const ROUNDS: usize = 24;
+const ROUNDS: usize = 30;
 /// The whole test (rounds and catching up) must finish within this.
 const BUDGET: Duration = Duration::from_secs(90);
-/// Rows per table the writer works on (new keys `K000`.., apart from the seed).
-const KEYS: usize = 8;
 const RESOURCES: [&str; 3] = ["inventory", "products", "prices"];
 
 /// Small batches, so a cycle or a load is many commits and a kill often lands between them.
 fn adapter() -> String {
-    let inventory = inventory("strategy = \"changelog\"\ninterval_ms = 100\nbatch_size = 5");
+    let inventory = inventory("strategy = \"changelog\"\ninterval_ms = 50\nbatch_size = 5");
     let products = products(
-        "strategy = \"cursor\"\ncursor_column = \"LAST_UPD\"\ninterval_ms = 100\n\
+        "strategy = \"cursor\"\ncursor_column = \"LAST_UPD\"\ninterval_ms = 50\n\
          settle_ms = 200\nreconcile_interval_secs = 1\nbatch_size = 5",
     );
-    let prices = prices("strategy = \"snapshot-diff\"\ninterval_ms = 100\nbatch_size = 5");
+    let prices = prices("strategy = \"snapshot-diff\"\ninterval_ms = 50\nbatch_size = 5");
     format!("{inventory}{products}{prices}")
 }
 
@@ -56,7 +54,7 @@ type Row = (usize, usize);
 /// The statement writing version `v` of a row, or deleting it.
 fn write_sql(row: Row, version: Option<u64>, exists: bool) -> String {
     let (table, k) = row;
-    let item = format!("K{k:03}");
+    let item = format!("K{k:05}");
     let at = berlin_now();
     let v = version.map(|v| v as i64);
     match (table, v, exists) {
@@ -73,32 +71,50 @@ fn write_sql(row: Row, version: Option<u64>, exists: bool) -> String {
     }
 }
 
-/// Inserts, updates and deletes the writer's rows until `stop`; each insert or update of a
-/// row writes a version higher than any the row had. Returns the number of writes.
+/// Writes until `stop`: half the writes insert a fresh key (so a change lost in a crash is
+/// not hidden by a later change of the same row), the rest update or delete a live key or
+/// bring a deleted one back. Every insert or update writes a version higher than any the row
+/// had. Returns the number of writes.
 fn writer(connection_string: String, seed: u64, stop: Arc<AtomicBool>) -> usize {
     let conn = connect(&connection_string);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut version: HashMap<Row, u64> = HashMap::new();
-    let mut exists: HashMap<Row, bool> = HashMap::new();
+    let mut live: [Vec<usize>; 3] = Default::default();
+    let mut gone: [Vec<usize>; 3] = Default::default();
+    let mut fresh = 0;
     let mut writes = 0;
     while !stop.load(Ordering::SeqCst) {
-        let row = (rng.random_range(0..3), rng.random_range(0..KEYS));
-        let live = exists.get(&row).copied().unwrap_or(false);
-        let delete = live && rng.random_bool(0.2);
-        let next = if delete {
-            None
+        let table = rng.random_range(0..3);
+        let roll: f64 = rng.random();
+        let (k, exists, delete) = if live[table].len() < 3 || roll < 0.5 {
+            fresh += 1;
+            (fresh, false, false)
+        } else if roll < 0.55 && !gone[table].is_empty() {
+            let i = rng.random_range(0..gone[table].len());
+            (gone[table].swap_remove(i), false, false)
         } else {
-            Some(version.get(&row).copied().unwrap_or(0) + 1)
+            let i = rng.random_range(0..live[table].len());
+            (live[table][i], true, roll >= 0.85)
         };
-        let statement = write_sql(row, next, live);
+        let row = (table, k);
+        let next = (!delete).then(|| version.get(&row).copied().unwrap_or(0) + 1);
+        let statement = write_sql(row, next, exists);
         conn.execute(&statement, (), None)
             .unwrap_or_else(|e| panic!("writer: {e}\n{statement}"));
-        if let Some(v) = next {
-            version.insert(row, v);
+        match next {
+            Some(v) => {
+                version.insert(row, v);
+                if !exists {
+                    live[table].push(k);
+                }
+            }
+            None => {
+                live[table].retain(|&x| x != k);
+                gone[table].push(k);
+            }
         }
-        exists.insert(row, !delete);
         writes += 1;
-        std::thread::sleep(Duration::from_millis(rng.random_range(5..40)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(2..25)));
     }
     writes
 }
@@ -276,7 +292,7 @@ async fn kill_9_at_random_moments_loses_nothing(engine: Engine) {
     // WHEN the bridge is killed with SIGKILL at random moments and restarted, many times
     for round in 0..ROUNDS {
         let mut child = spawn(&config, &log);
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..2000))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..1500))).await;
         if let Some(status) = child.try_wait().expect("child status") {
             panic!(
                 "{engine:?}: the bridge exited by itself ({status}) in round {round}:\n{}",
