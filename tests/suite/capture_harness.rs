@@ -230,6 +230,30 @@ impl Rig {
         );
     }
 
+    /// Starts capture like [`Rig::start_capture`], but reading through `source` instead of
+    /// the configured `pos` source (a wrapper that fakes what the source reports, e.g. its
+    /// clock). The app must be built.
+    pub async fn start_capture_on(&mut self, source: Arc<dyn Source>) {
+        let app = self.app.as_ref().expect("app is built");
+        let mut sources = legacy_bridge::source::Sources::new();
+        sources.insert("pos".to_owned(), source);
+        let targets =
+            legacy_bridge::capture::bind_targets(&app.config, &app.state.resources, &sources)
+                .await
+                .expect("capture targets bind");
+        let path = self.state_path();
+        let store =
+            tokio::task::spawn_blocking(move || legacy_bridge::store::SqliteStore::open(&path))
+                .await
+                .expect("join")
+                .expect("state store opens");
+        self.runtime = Some(
+            CaptureRuntime::start(targets, Arc::new(store))
+                .await
+                .expect("capture starts"),
+        );
+    }
+
     /// Stops capture the way the service does on SIGTERM (`CaptureRuntime::shutdown`: the
     /// current step finishes, nothing new starts) and closes the app and the state store.
     pub async fn stop(&mut self) {
@@ -300,13 +324,23 @@ impl Rig {
             .unwrap_or_else(|| panic!("{}: `{resource}` is not captured", self.label))
     }
 
-    /// Waits until `done` holds for the whole outbox and returns it.
+    /// Waits (up to [`PATIENCE`]) until `done` holds for the whole outbox and returns it.
     pub async fn wait_for(
         &self,
         what: &str,
         done: impl Fn(&[StoredEvent]) -> bool,
     ) -> Vec<StoredEvent> {
-        let deadline = Instant::now() + PATIENCE;
+        self.wait_for_within(what, PATIENCE, done).await
+    }
+
+    /// Waits until `done` holds for the whole outbox, at most `timeout`, and returns it.
+    pub async fn wait_for_within(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[StoredEvent]) -> bool,
+    ) -> Vec<StoredEvent> {
+        let deadline = Instant::now() + timeout;
         loop {
             let events = self.events().await;
             if done(&events) {
@@ -314,7 +348,7 @@ impl Rig {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "{}: waited {PATIENCE:?} for {what}\nstatus: {:#?}\noutbox:\n{}",
+                    "{}: waited {timeout:?} for {what}\nstatus: {:#?}\noutbox:\n{}",
                     self.label,
                     self.handle().status.snapshot(),
                     show(&events)
@@ -693,4 +727,76 @@ pub fn connect(connection_string: &str) -> odbc_api::Connection<'static> {
         .expect("odbc environment")
         .connect_with_connection_string(connection_string, odbc_api::ConnectionOptions::default())
         .unwrap_or_else(|e| panic!("cannot connect: {e}"))
+}
+
+/// A source whose clock the test sets: everything else goes to the real source. Capture
+/// measures its settle window (and so the timestamp cursor's upper bound) on this clock.
+pub struct ClockedSource {
+    inner: Arc<dyn Source>,
+    now: std::sync::Mutex<DateTime<Utc>>,
+}
+
+impl ClockedSource {
+    pub fn new(inner: Arc<dyn Source>, now: DateTime<Utc>) -> Arc<ClockedSource> {
+        Arc::new(ClockedSource {
+            inner,
+            now: std::sync::Mutex::new(now),
+        })
+    }
+
+    /// Sets the database clock.
+    pub fn set(&self, now: DateTime<Utc>) {
+        *self.now.lock().expect("clock") = now;
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for ClockedSource {
+    fn dialect(&self) -> &legacy_bridge::source::Dialect {
+        self.inner.dialect()
+    }
+
+    async fn fetch(
+        &self,
+        query: legacy_bridge::source::SelectQuery,
+    ) -> Result<Vec<legacy_bridge::source::Row>, legacy_bridge::source::SourceError> {
+        self.inner.fetch(query).await
+    }
+
+    async fn scan(
+        &self,
+        query: legacy_bridge::source::SelectQuery,
+        batch_size: usize,
+    ) -> legacy_bridge::source::RowStream {
+        self.inner.scan(query, batch_size).await
+    }
+
+    async fn utc_now(&self) -> Result<Option<DateTime<Utc>>, legacy_bridge::source::SourceError> {
+        Ok(Some(*self.now.lock().expect("clock")))
+    }
+
+    async fn execute(
+        &self,
+        sql: String,
+        params: Vec<legacy_bridge::source::Param>,
+    ) -> Result<(), legacy_bridge::source::SourceError> {
+        self.inner.execute(sql, params).await
+    }
+
+    async fn columns(
+        &self,
+        relation: &legacy_bridge::source::Relation,
+    ) -> Result<Vec<legacy_bridge::source::ColumnInfo>, legacy_bridge::source::SourceError> {
+        self.inner.columns(relation).await
+    }
+
+    async fn tables(
+        &self,
+    ) -> Result<Vec<legacy_bridge::source::TableInfo>, legacy_bridge::source::SourceError> {
+        self.inner.tables().await
+    }
+
+    async fn ping(&self) -> Result<(), legacy_bridge::source::SourceError> {
+        self.inner.ping().await
+    }
 }
