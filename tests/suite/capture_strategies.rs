@@ -325,6 +325,26 @@ async fn changelog_captures_insert_update_delete_and_ignores_rereads() {
         assert_eq!(data["after"], json!(null));
         assert!(created.seq < updated.seq && updated.seq < deleted.seq);
 
+        // WHEN an update changes a row's key (the triggers log the old and the new key)
+        db.exec(
+            "UPDATE STOCK_LEVEL SET STORE_NO = 'S08 ' \
+             WHERE ITEM_CODE = 'A1002     ' AND STORE_NO = 'S02 '",
+        );
+        let events = rig
+            .wait_for("the re-keyed row", |e| {
+                has(e, "inventory.deleted", "A1002/S02") && has(e, "inventory.created", "A1002/S08")
+            })
+            .await;
+
+        // THEN the old key is deleted and the new one created, with the same content
+        let gone = the(&events, "inventory.deleted", "A1002/S02");
+        let born = the(&events, "inventory.created", "A1002/S08");
+        assert_eq!(
+            gone.event.data["before"]["on_hand"],
+            born.event.data["after"]["on_hand"]
+        );
+        assert_eq!(born.event.data["before"], json!(null));
+
         // WHEN rows are logged again without a real change: an UPDATE that sets the same
         // values, and a log row of an already captured key (as after a crash before pruning)
         db.exec("UPDATE STOCK_LEVEL SET QTY_ON_HAND = QTY_ON_HAND WHERE ITEM_CODE = 'A1002     '");
@@ -345,7 +365,7 @@ async fn changelog_captures_insert_update_delete_and_ignores_rereads() {
         .await;
         rig.wait_cycles("inventory", 3).await;
         let events = rig.events().await;
-        assert_eq!(events.len(), 3, "{engine:?}: {events:#?}");
+        assert_eq!(events.len(), 5, "{engine:?}: {events:#?}");
         assert_gap_free(&rig.label, &events);
     }
 }
