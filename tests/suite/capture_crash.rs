@@ -119,8 +119,48 @@ fn writer(connection_string: String, seed: u64, stop: Arc<AtomicBool>) -> usize 
     writes
 }
 
-fn spawn(config: &Path, log: &File) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_legacy-bridge"))
+/// A running `legacy-bridge serve`; SIGKILLed and reaped when dropped, so a failing test
+/// leaves no process behind.
+struct Bridge(Child);
+
+impl Bridge {
+    /// SIGKILL, then reap.
+    fn kill_9(mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reap");
+    }
+
+    /// Fails the test if the process has exited on its own.
+    fn assert_alive(&mut self, engine: Engine, log: &Path) {
+        if let Some(status) = self.0.try_wait().expect("child status") {
+            panic!(
+                "{engine:?}: the bridge exited by itself ({status}):\n{}",
+                tail(log)
+            );
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Tells the writer to stop when dropped (also when the test fails).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn spawn(config: &Path, log: &File) -> Bridge {
+    let child = Command::new(env!("CARGO_BIN_EXE_legacy-bridge"))
         .arg("serve")
         .arg("--config")
         .arg(config)
@@ -130,7 +170,8 @@ fn spawn(config: &Path, log: &File) -> Child {
         .stdout(log.try_clone().expect("log"))
         .stderr(log.try_clone().expect("log"))
         .spawn()
-        .expect("start legacy-bridge")
+        .expect("start legacy-bridge");
+    Bridge(child)
 }
 
 fn tail(path: &Path) -> String {
@@ -284,6 +325,7 @@ async fn kill_9_at_random_moments_loses_nothing(engine: Engine) {
 
     // AND a writer changing rows all along
     let stop = Arc::new(AtomicBool::new(false));
+    let stop_writer = StopOnDrop(Arc::clone(&stop));
     let writing = {
         let (conn, stop) = (db.connection_string.clone(), Arc::clone(&stop));
         std::thread::spawn(move || writer(conn, seed.wrapping_add(1), stop))
@@ -293,21 +335,15 @@ async fn kill_9_at_random_moments_loses_nothing(engine: Engine) {
     for round in 0..ROUNDS {
         let mut child = spawn(&config, &log);
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..1500))).await;
-        if let Some(status) = child.try_wait().expect("child status") {
-            panic!(
-                "{engine:?}: the bridge exited by itself ({status}) in round {round}:\n{}",
-                tail(&log_path)
-            );
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        child.assert_alive(engine, &log_path);
+        child.kill_9();
         assert!(
             started.elapsed() < BUDGET,
             "{engine:?}: {round} rounds took {:?}",
             started.elapsed()
         );
     }
-    stop.store(true, Ordering::SeqCst);
+    drop(stop_writer);
     let writes = writing.join().expect("writer");
     // The kills must have hit a working bridge, not only its start-up.
     let during = read_store(&state).await.map_or(0, |e| e.len());
@@ -328,14 +364,8 @@ async fn kill_9_at_random_moments_loses_nothing(engine: Engine) {
             },
             None => "no state store yet".into(),
         };
-        if let Some(status) = child.try_wait().expect("child status") {
-            panic!(
-                "{engine:?}: the bridge exited ({status}):\n{}",
-                tail(&log_path)
-            );
-        }
+        child.assert_alive(engine, &log_path);
         if started.elapsed() > BUDGET {
-            let _ = child.kill();
             panic!(
                 "{engine:?}: not caught up within {BUDGET:?} (seed {seed}): {last}\nlog:\n{}",
                 tail(&log_path)
@@ -343,8 +373,7 @@ async fn kill_9_at_random_moments_loses_nothing(engine: Engine) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    child.kill_9();
 
     // THEN the outbox of the dead process is gap-free from 1, and replayed key by key it is
     // exactly the database: nothing missed, deletes included, versions only growing, and a
