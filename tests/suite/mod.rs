@@ -1,3 +1,10 @@
+mod capture_crash;
+mod capture_cursor;
+mod capture_drift;
+mod capture_harness;
+mod capture_initial;
+mod capture_outage;
+mod capture_strategies;
 mod changelog_ddl;
 mod changes;
 mod config_errors;
