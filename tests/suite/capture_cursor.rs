@@ -170,17 +170,12 @@ fn local(text: &str) -> chrono::NaiveDateTime {
     chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").expect("naive time")
 }
 
-/// KNOWN BUG (capture, `src/capture/cursor.rs`, `lower_bound` / `run_cycle`): the checkpoint
-/// of a naive-timestamp cursor is a local wall-clock value, and the next window is
-/// `[checkpoint - lookback, now - settle]` in local time. When the zone falls back (Europe/
-/// Berlin, last Sunday of October: 03:00 CEST -> 02:00 CET), local time repeats an hour: rows
-/// the till stamps 02:00..02:59 during the second pass lie up to an hour *below* a checkpoint
-/// reached in the first pass, so the window is empty (its upper bound is below its lower
-/// bound) until the wall clock catches up with the checkpoint, and rows stamped more than
-/// `lookback_ms` below it are never read. Nothing but a reconciliation pass finds them.
-/// Ignored so the suite stays green; run with `--ignored`, remove the `ignore` with the fix.
+/// The checkpoint of a naive-timestamp cursor is a local wall-clock value. When the zone falls
+/// back (Europe/Berlin, last Sunday of October: 03:00 CEST -> 02:00 CET), local time repeats
+/// an hour: rows the till stamps 02:00..02:59 during the second pass lie up to an hour *below*
+/// a checkpoint reached in the first pass. The window must follow the upper bound down (see
+/// `src/capture/cursor.rs`), or those rows are only found by reconciliation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG(capture): rows stamped in the repeated hour after a DST fall-back are never read"]
 async fn rows_stamped_in_the_repeated_hour_after_a_dst_fall_back_are_captured() {
     for engine in ENGINES {
         let Some(db) = TestDb::create(engine) else {
