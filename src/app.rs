@@ -146,7 +146,16 @@ pub fn state(
     resources: IndexMap<String, Arc<Resource>>,
 ) -> Arc<AppState> {
     let auth = Auth::new(&config.deployment.auth);
-    let openapi = api::openapi::build(resources.values().map(|r| r.as_ref()), auth.enabled());
+    let captured: Vec<String> = config
+        .resources()
+        .filter(|(_, _, def)| def.capture.is_some())
+        .map(|(_, name, _)| name.to_owned())
+        .collect();
+    let openapi = api::openapi::build(
+        resources.values().map(|r| r.as_ref()),
+        &captured,
+        auth.enabled(),
+    );
     Arc::new(AppState {
         resources,
         sources,

@@ -1,11 +1,25 @@
 //! API keys: clients send a key, the config holds only its SHA-256, and each key carries
-//! `resource:read` scopes. Comparison is constant-time over every configured key.
+//! scopes. Comparison is constant-time over every configured key.
+//!
+//! Scopes: `inventory:read` reads one resource (its records and its change events);
+//! `*:read` reads every resource; [`ADMIN_READ`] (`admin:read`) reads the operator endpoints
+//! under `/admin`. `*:read` does **not** grant `admin:read`: a key handed to a storefront to
+//! read every resource must not also see capture checkpoints and errors, so admin access is
+//! always named explicitly.
 
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, AuthMode};
+
+/// The scope of the operator endpoints (`/admin/...`); never granted by a `*:` wildcard.
+pub const ADMIN_READ: &str = "admin:read";
+
+/// The scope that reads one resource and its change events: `inventory:read`.
+pub fn read_scope(resource: &str) -> String {
+    format!("{resource}:read")
+}
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +75,8 @@ impl Auth {
         self.mode == AuthMode::ApiKeys
     }
 
-    /// Checks the request's key for `scope` (e.g. `inventory:read`).
+    /// Checks the request's key for `scope` (e.g. `inventory:read`). A `*:read` scope grants
+    /// every `<resource>:read` but not [`ADMIN_READ`].
     pub fn authorize(&self, headers: &HeaderMap, scope: &str) -> Result<Principal, AuthError> {
         if !self.enabled() {
             return Ok(Principal {
@@ -77,11 +92,13 @@ impl Auth {
             }
         }
         let key = found.ok_or(AuthError::Unauthenticated)?;
-        let access = scope.split_once(':').map_or("", |(_, a)| a);
+        let (target, access) = scope.split_once(':').unwrap_or((scope, ""));
+        let wildcard_applies = target != "admin";
         let granted = key.scopes.iter().any(|s| {
             s == scope
-                || s.split_once(':')
-                    .is_some_and(|(r, a)| r == "*" && a == access)
+                || (wildcard_applies
+                    && s.split_once(':')
+                        .is_some_and(|(r, a)| r == "*" && a == access))
         });
         if granted {
             Ok(Principal {
@@ -167,5 +184,19 @@ mod tests {
         let (a, key) = auth(&["*:read"]);
         let h = headers("x-api-key", &key);
         assert!(a.authorize(&h, "prices:read").is_ok());
+    }
+
+    #[test]
+    fn wildcard_scope_does_not_grant_admin() {
+        let (a, key) = auth(&["*:read"]);
+        let h = headers("x-api-key", &key);
+        assert_eq!(
+            a.authorize(&h, ADMIN_READ),
+            Err(AuthError::MissingScope("admin:read".into()))
+        );
+        let (a, key) = auth(&["admin:read"]);
+        let h = headers("x-api-key", &key);
+        assert!(a.authorize(&h, ADMIN_READ).is_ok());
+        assert!(a.authorize(&h, "prices:read").is_err());
     }
 }

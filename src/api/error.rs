@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use super::problem::Problem;
 use crate::resource::MappingError;
 use crate::source::{SourceError, SourceErrorKind};
+use crate::store::StoreError;
 
 /// Everything a `/v1` handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("API key lacks scope `{0}`")]
     Forbidden(String),
+    /// The change feed needs a key that reads at least one captured resource.
+    #[error("API key reads no captured resource")]
+    NoReadableResource,
     #[error("source `{source_name}`: {error}")]
     Source {
         source_name: String,
@@ -29,6 +33,9 @@ pub enum ApiError {
         resource: String,
         error: MappingError,
     },
+    /// The state store (outbox) failed: transient failures are 503 with Retry-After.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl ApiError {
@@ -72,6 +79,13 @@ impl IntoResponse for ApiError {
                 "Forbidden",
                 format!("this API key lacks the scope `{scope}`"),
             ),
+            ApiError::NoReadableResource => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                "this API key may read no captured resource; it needs `<resource>:read` for one of them, or `*:read`",
+            ),
+            ApiError::Store(error) => store_problem(error),
             ApiError::Source { source_name, error } => {
                 tracing::warn!(source = %source_name, kind = ?error.kind, error = %error.message, "legacy source error");
                 source_problem(error.kind)
@@ -90,6 +104,29 @@ impl IntoResponse for ApiError {
             }
         };
         problem.into_response()
+    }
+}
+
+/// The problem shown for a state store failure: the internal message goes to the log only.
+fn store_problem(error: &StoreError) -> Problem {
+    if error.is_transient() {
+        tracing::warn!(error = %error, "state store busy");
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-busy",
+            "Change store busy",
+            "the change store is busy; retry shortly",
+        );
+        p.retry_after = Some(1);
+        p
+    } else {
+        tracing::error!(error = %error, "state store failed");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store-error",
+            "Change store error",
+            "the change store failed; the operator has been told in the log",
+        )
     }
 }
 

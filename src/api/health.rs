@@ -1,5 +1,6 @@
 //! Liveness and readiness. `/healthz` says the process runs; `/readyz` pings every source
-//! (concurrently, bounded in time) and is 503 while any is unreachable.
+//! (concurrently, bounded in time) and is 503 while any is unreachable; it lists capture
+//! states too, but a paused or failing capture only makes it `degraded` (still 200).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::capture::CaptureState;
 
 /// Longest a readiness probe waits for one source.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
@@ -32,12 +34,28 @@ pub struct SourceReadiness {
     pub reason: Option<String>,
 }
 
+/// Capture state of one resource, as far as readiness goes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaptureReadiness {
+    pub resource: String,
+    pub state: CaptureState,
+    /// Why a resource is paused or failing, without secrets or row data (details are in
+    /// `/admin/capture`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Readiness answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
+    /// `ready`; `degraded` when a resource's capture is paused or failing (still 200);
+    /// `unavailable` when a source is unreachable (503).
     #[schema(example = "ready")]
     pub status: String,
     pub sources: Vec<SourceReadiness>,
+    /// Per captured resource; absent when capture is not configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Vec<CaptureReadiness>>,
 }
 
 /// The process is up.
@@ -50,9 +68,14 @@ pub async fn healthz() -> Json<Health> {
 }
 
 /// Every source answers.
+///
+/// 503 (`unavailable`) while a source is unreachable: the bridge can serve nothing from it.
+/// A resource whose capture is paused (schema drift) or failing makes the status `degraded`
+/// but stays 200: the API still serves every resource, and one drifted table must not pull
+/// the whole bridge out of a load balancer. The `capture` list says which resource and why.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
-        (status = 200, description = "Every source is reachable", body = Readiness),
+        (status = 200, description = "Every source is reachable (`ready`), though capture of a resource may be paused or failing (`degraded`)", body = Readiness),
         (status = 503, description = "At least one source is unreachable", body = Readiness)
     ))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
@@ -75,16 +98,46 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Rea
     let mut sources = futures::future::join_all(checks).await;
     sources.sort_by(|a, b| a.name.cmp(&b.name));
     let ready = sources.iter().all(|s| s.ready);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let capture = state.capture.as_ref().map(|c| {
+        c.status
+            .snapshot()
+            .into_iter()
+            .map(capture_readiness)
+            .collect::<Vec<_>>()
+    });
+    let degraded = capture
+        .iter()
+        .flatten()
+        .any(|c| matches!(c.state, CaptureState::Paused | CaptureState::Failing));
+    let (code, status) = match (ready, degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ready"),
     };
     (
-        status,
+        code,
         Json(Readiness {
-            status: if ready { "ready" } else { "unavailable" }.into(),
+            status: status.into(),
             sources,
+            capture,
         }),
     )
+}
+
+/// `/readyz` needs no key, so a failing resource shows only that it fails: its last error may
+/// name hosts or tables and is served by `/admin/capture` alone. A paused reason is written
+/// for operators without secrets or row data (see `ResourceCaptureStatus`).
+fn capture_readiness(status: crate::capture::ResourceCaptureStatus) -> CaptureReadiness {
+    let reason = match status.state {
+        CaptureState::Paused => Some(status.paused_reason.unwrap_or_else(|| "paused".to_owned())),
+        CaptureState::Failing => {
+            Some("the last capture cycle failed; see /admin/capture".to_owned())
+        }
+        CaptureState::Starting | CaptureState::Loading | CaptureState::Running => None,
+    };
+    CaptureReadiness {
+        resource: status.resource,
+        state: status.state,
+        reason,
+    }
 }

@@ -1,6 +1,9 @@
-//! The HTTP API: `/v1/{resource}` list and get, `/healthz`, `/readyz`, the OpenAPI document
-//! and the offline docs page. Handlers only parse, authorize, ask the source and encode.
+//! The HTTP API: `/v1/{resource}` list and get, the change feed and stream (`/v1/changes`),
+//! `/admin/capture`, `/healthz`, `/readyz`, the OpenAPI document and the offline docs page.
+//! Handlers only parse, authorize, ask the source or the store, and encode.
 
+mod admin;
+mod changes;
 mod cursor;
 mod error;
 mod health;
@@ -39,19 +42,29 @@ pub struct AppState {
     pub capture: Option<CaptureHandle>,
 }
 
-/// Builds the service's router.
+/// Builds the service's router. Every route answers within `request_timeout` (503 after it)
+/// except the change feed and stream: a long-poll waits up to 60 s and a stream is endless by
+/// design, so they are mounted after the timeout layer and bound their own waits.
 pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
     let mut app = Router::new()
         .route("/healthz", axum::routing::get(health::healthz))
-        .route("/readyz", axum::routing::get(health::readyz));
+        .route("/readyz", axum::routing::get(health::readyz))
+        .route("/admin/capture", axum::routing::get(admin::capture));
     for resource in state.resources.values() {
         app = resources::routes(app, Arc::clone(resource));
     }
     let docs =
         utoipa_swagger_ui::SwaggerUi::new("/docs").url("/v1/openapi.json", state.openapi.clone());
+    let long_lived = changes::routes().with_state(Arc::clone(&state));
     app.with_state(state)
         .merge(docs)
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /docs".into()) })
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        // Added after the timeout layer, so it does not apply to them.
+        .merge(long_lived)
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 // The route template, not the URI: keys in paths may be business data.
@@ -63,8 +76,4 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
                 tracing::info_span!("request", method = %req.method(), route = %route)
             }),
         )
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            request_timeout,
-        ))
 }

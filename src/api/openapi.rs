@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document, built with utoipa from the loaded adapters: one schema component
 //! and two paths per resource, every parameter and error response listed, and the API-key
-//! security schemes. Static endpoints come from their `#[utoipa::path]` annotations.
+//! security schemes. Static endpoints come from their `#[utoipa::path]` annotations; the change
+//! feed, stream and `/admin/capture` appear only when some resource is captured.
 
 use utoipa::OpenApi as _;
 use utoipa::openapi::content::ContentBuilder;
@@ -18,17 +19,21 @@ use utoipa::openapi::{
     ComponentsBuilder, InfoBuilder, OpenApi, Ref, RefOr, Required, header::HeaderBuilder,
 };
 
-use super::health::{Health, Readiness, SourceReadiness};
+use super::admin::{CaptureOverview, OutboxStatus};
+use super::changes::{ChangeData, CloudEvent};
+use super::health::{CaptureReadiness, Health, Readiness, SourceReadiness};
 use super::params::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::problem::{PROBLEM_JSON, Problem};
 use super::resources::item_path;
+use crate::auth::{ADMIN_READ, read_scope};
+use crate::capture::{CaptureState, ResourceCaptureStatus, ScanProgress};
 use crate::model::{FieldSchema, FieldType, ResourceSchema};
 use crate::resource::Resource;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(super::health::healthz, super::health::readyz),
-    components(schemas(Problem, Health, Readiness, SourceReadiness)),
+    components(schemas(Problem, Health, Readiness, SourceReadiness, CaptureReadiness, CaptureState)),
     tags(
         (name = "health", description = "Liveness and readiness probes"),
         (name = "resources", description = "Legacy data as versioned resources")
@@ -36,8 +41,32 @@ use crate::resource::Resource;
 )]
 struct StaticApi;
 
-/// Builds the whole document for a set of bound resources.
-pub fn build<'a>(resources: impl IntoIterator<Item = &'a Resource>, auth_enabled: bool) -> OpenApi {
+/// The change endpoints, documented only when some resource is captured.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(super::changes::feed, super::changes::stream, super::admin::capture),
+    components(schemas(
+        CloudEvent,
+        ChangeData,
+        CaptureOverview,
+        OutboxStatus,
+        ResourceCaptureStatus,
+        ScanProgress
+    )),
+    tags(
+        (name = "changes", description = "Change events captured from the legacy system, as CloudEvents"),
+        (name = "admin", description = "Operator endpoints; need the `admin:read` scope")
+    )
+)]
+struct CaptureApi;
+
+/// Builds the whole document for a set of bound resources. `captured` names the resources
+/// with a `capture` section: when there is none, the change endpoints are left out.
+pub fn build<'a>(
+    resources: impl IntoIterator<Item = &'a Resource>,
+    captured: &[String],
+    auth_enabled: bool,
+) -> OpenApi {
     let mut doc = StaticApi::openapi();
     doc.info = InfoBuilder::new()
         .title("legacy-bridge API")
@@ -74,7 +103,7 @@ pub fn build<'a>(resources: impl IntoIterator<Item = &'a Resource>, auth_enabled
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("API key as a bearer token"))
+                    .description(Some(format!("API key as a bearer token. {SCOPES_DOC}")))
                     .build(),
             ),
         );
@@ -82,12 +111,48 @@ pub fn build<'a>(resources: impl IntoIterator<Item = &'a Resource>, auth_enabled
             "api_key".into(),
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-API-Key",
-                "API key in a header",
+                &format!("API key in a header. {SCOPES_DOC}"),
             ))),
         );
     }
     doc.components = Some(ComponentsBuilder::from(components).build());
+    if !captured.is_empty() {
+        add_capture_api(&mut doc, captured, auth_enabled);
+    }
     doc
+}
+
+/// How scopes work, for the security scheme descriptions.
+const SCOPES_DOC: &str = "Scopes: `<resource>:read` reads one resource and its change events; \
+    `*:read` reads every resource; `admin:read` reads `/admin` and is not granted by `*:read`.";
+
+/// Adds the change feed, the stream and `/admin/capture`, with their security: the change
+/// routes accept the read scope of any captured resource, `/admin` only `admin:read`.
+fn add_capture_api(doc: &mut OpenApi, captured: &[String], auth: bool) {
+    doc.merge(CaptureApi::openapi());
+    let change_scopes: Vec<String> = captured.iter().map(|r| read_scope(r)).collect();
+    let admin_scopes = vec![ADMIN_READ.to_owned()];
+    for (path, scopes) in [
+        ("/v1/changes", &change_scopes),
+        ("/v1/changes/stream", &change_scopes),
+        ("/admin/capture", &admin_scopes),
+    ] {
+        let Some(op) = doc.paths.paths.get_mut(path).and_then(|p| p.get.as_mut()) else {
+            continue;
+        };
+        if auth {
+            // Alternatives: any one of these scopes is enough.
+            let mut requirements = Vec::new();
+            for scope in scopes {
+                requirements.push(SecurityRequirement::new("bearer", [scope.clone()]));
+                requirements.push(SecurityRequirement::new("api_key", [scope.clone()]));
+            }
+            op.security = Some(requirements);
+        } else {
+            op.responses.responses.remove("401");
+            op.responses.responses.remove("403");
+        }
+    }
 }
 
 fn field_schema(f: &FieldSchema) -> Schema {
@@ -396,4 +461,95 @@ fn get_operation(s: &ResourceSchema, auth: bool) -> utoipa::openapi::path::Opera
         )
         .securities(Some(security(s, auth)))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(captured: &[&str], auth: bool) -> serde_json::Value {
+        let captured: Vec<String> = captured.iter().map(|s| s.to_string()).collect();
+        serde_json::to_value(build(std::iter::empty(), &captured, auth)).unwrap()
+    }
+
+    #[test]
+    fn change_endpoints_only_when_something_is_captured() {
+        let none = doc(&[], true);
+        for path in ["/v1/changes", "/v1/changes/stream", "/admin/capture"] {
+            assert!(none["paths"][path].is_null(), "{path} without capture");
+        }
+        assert!(none["components"]["schemas"]["CloudEvent"].is_null());
+        let some = doc(&["inventory", "prices"], true);
+        for path in ["/v1/changes", "/v1/changes/stream", "/admin/capture"] {
+            let op = &some["paths"][path]["get"];
+            for status in ["200", "400", "401", "403", "404", "503"] {
+                if path == "/admin/capture" && status == "400" {
+                    continue;
+                }
+                assert!(op["responses"][status].is_object(), "{path} {status}");
+            }
+        }
+        let feed = &some["paths"]["/v1/changes"]["get"];
+        assert!(
+            feed["responses"]["200"]["content"]["application/cloudevents-batch+json"].is_object()
+        );
+        assert!(feed["responses"]["200"]["headers"]["Next-After"].is_object());
+        let params: Vec<&str> = feed["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(params, ["after", "limit", "types", "wait"]);
+    }
+
+    #[test]
+    fn change_schemas_document_the_event() {
+        let d = doc(&["inventory"], false);
+        let schemas = &d["components"]["schemas"];
+        let ops = schemas["ChangeData"]["properties"]["op"]["enum"].clone();
+        let expected: Vec<&str> = crate::model::ChangeOp::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(ops, serde_json::json!(expected));
+        for field in [
+            "op", "origin", "key", "before", "after", "changed", "position",
+        ] {
+            assert!(
+                schemas["ChangeData"]["properties"][field].is_object(),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            schemas["CloudEvent"]["properties"]["data"]["$ref"],
+            "#/components/schemas/ChangeData"
+        );
+        assert!(schemas["ResourceCaptureStatus"]["properties"]["state"].is_object());
+        assert!(schemas["CaptureOverview"].is_object());
+    }
+
+    #[test]
+    fn change_security_lists_each_read_scope_and_admin_needs_admin_read() {
+        let d = doc(&["inventory", "prices"], true);
+        let feed = serde_json::to_string(&d["paths"]["/v1/changes"]["get"]["security"]).unwrap();
+        assert!(
+            feed.contains("inventory:read") && feed.contains("prices:read"),
+            "{feed}"
+        );
+        assert_eq!(
+            d["paths"]["/admin/capture"]["get"]["security"],
+            serde_json::json!([{"bearer": ["admin:read"]}, {"api_key": ["admin:read"]}])
+        );
+        let scheme = d["components"]["securitySchemes"]["bearer"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(scheme.contains("admin:read"), "{scheme}");
+        // Without auth: no security, no 401/403.
+        let open = doc(&["inventory"], false);
+        let feed = &open["paths"]["/v1/changes"]["get"];
+        assert!(feed["security"].is_null());
+        assert!(feed["responses"]["401"].is_null());
+        assert!(feed["responses"]["403"].is_null());
+    }
 }

@@ -37,7 +37,7 @@ pub async fn bind_targets(
     sources: &Sources,
 ) -> Result<Vec<Target>, CaptureError> {
     let mut targets = Vec::new();
-    for (_, name, def) in config.resources() {
+    for (file, name, def) in config.resources() {
         let Some(capture) = &def.capture else {
             continue;
         };
@@ -48,8 +48,12 @@ pub async fn bind_targets(
             Some(column) => {
                 let columns = source.columns(&resource.relation).await?;
                 Some(
-                    CursorColumn::resolve(column, &columns, resource)
-                        .map_err(|e| CaptureError::Config(format!("resource `{name}`: {e}")))?,
+                    CursorColumn::resolve(column, &columns, resource).map_err(|e| {
+                        CaptureError::Config(format!(
+                            "{}: resources.{name}.capture.cursor_column: {e}",
+                            file.display()
+                        ))
+                    })?,
                 )
             }
             None => None,

@@ -239,14 +239,16 @@ fn validate_auth(
                     format!("unknown access `{access}`; only `read` exists"),
                 ));
             }
-            if resource != "*" && !resources.contains(resource) {
+            // `admin:read` names no resource: it opens `/admin` (see `auth::ADMIN_READ`).
+            let is_admin = scope == crate::auth::ADMIN_READ;
+            if resource != "*" && !is_admin && !resources.contains(resource) {
                 let mut known: Vec<_> = resources.iter().map(String::as_str).collect();
                 known.sort_unstable();
                 return Err(ConfigError::new(
                     path,
                     format!("{at}.scopes[{j}]"),
                     format!(
-                        "no resource `{resource}` is loaded; resources are: {}",
+                        "no resource `{resource}` is loaded; resources are: {} (`admin:read` opens /admin)",
                         known.join(", ")
                     ),
                 ));
@@ -279,7 +281,8 @@ fn validate_resource(
 ) -> Result<(), ConfigError> {
     let at = format!("resources.{name}");
     check_name(file, &at, name)?;
-    if matches!(name, "changes" | "openapi.json" | "docs") {
+    // `admin` is reserved too: its `admin:read` scope would also open `/admin`.
+    if matches!(name, "changes" | "openapi.json" | "docs" | "admin") {
         return Err(ConfigError::new(
             file,
             &at,

@@ -27,7 +27,10 @@ async fn start_error(
         Err(e) => e.to_string(),
         Ok(loaded) => match app::build(loaded, Duration::ZERO).await {
             Err(e) => e.to_string(),
-            Ok(_) => panic!("config was accepted"),
+            Ok(mut app) => match app::start_capture(&mut app).await {
+                Err(e) => e.to_string(),
+                Ok(()) => panic!("config was accepted"),
+            },
         },
     }
 }
@@ -89,7 +92,41 @@ async fn bad_config_names_file_key_and_reason() {
         "{msg}"
     );
 
-    let msg = start_error(&db, |a| a.replace("timezone = \"Europe/Berlin\", filter = true, sort = true }\n\n[resources.inventory]", "timezone = \"Mars/Olympus\", filter = true, sort = true }\n\n[resources.inventory]"), "").await;
+    // Capture sections: a cursor strategy without its column, and a column that is not there.
+    let msg = start_error(
+        &db,
+        |a| {
+            a.replacen(
+                "cursor_column = \"LAST_UPD\"\ninterval_ms = 250",
+                "interval_ms = 250",
+                1,
+            )
+        },
+        "",
+    )
+    .await;
+    assert!(
+        msg.contains("resources.inventory.capture.cursor_column: strategy `cursor` needs"),
+        "{msg}"
+    );
+    let msg = start_error(
+        &db,
+        |a| {
+            a.replacen(
+                "cursor_column = \"LAST_UPD\"\ninterval_ms = 250",
+                "cursor_column = \"LAST_CHANGE\"\ninterval_ms = 250",
+                1,
+            )
+        },
+        "",
+    )
+    .await;
+    assert!(
+        msg.contains("resources.inventory.capture.cursor_column: cursor column `LAST_CHANGE` does not exist in"),
+        "{msg}"
+    );
+
+    let msg = start_error(&db, |a| a.replacen("updated_at  = { column = \"LAST_UPD\", type = \"timestamp\", timezone = \"Europe/Berlin\"", "updated_at  = { column = \"LAST_UPD\", type = \"timestamp\", timezone = \"Mars/Olympus\"", 1), "").await;
     assert!(
         msg.contains("resources.products.fields.updated_at.timezone")
             && msg.contains("Mars/Olympus"),

@@ -1,8 +1,11 @@
-//! Starting the real service in-process on a loopback port, with two API keys: one that
-//! reads everything and one that may only read inventory.
+//! Starting the real service in-process on a loopback port, with three API keys: one that
+//! reads everything, one that may only read inventory, and one that may only read `/admin`.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use legacy_bridge::capture::CaptureHandle;
 use legacy_bridge::{api, app, auth, config};
 
 use super::engines::repo;
@@ -14,6 +17,8 @@ pub struct Bridge {
     pub key: String,
     /// Key with only `inventory:read`.
     pub stock_key: String,
+    /// Key with only `admin:read`.
+    pub admin_key: String,
     pub http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -28,14 +33,34 @@ impl Drop for Bridge {
 /// Source settings appended to `[sources.pos]`.
 pub const DEFAULT_SOURCE_EXTRA: &str = "";
 
+/// The API keys of a written config.
+pub struct Keys {
+    /// `*:read`.
+    pub all: String,
+    /// `inventory:read`.
+    pub stock: String,
+    /// `admin:read`.
+    pub admin: String,
+}
+
 /// Writes a deployment config for `connection_string` and returns its path's dir and keys.
 pub fn write_config(
     connection_string: &str,
     source_extra: &str,
 ) -> (tempfile::TempDir, String, String) {
+    let (dir, keys) = write_config_with_keys(connection_string, source_extra);
+    (dir, keys.all, keys.stock)
+}
+
+/// Writes a deployment config for `connection_string`; returns its dir and all three keys.
+pub fn write_config_with_keys(
+    connection_string: &str,
+    source_extra: &str,
+) -> (tempfile::TempDir, Keys) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, hash) = auth::generate_key();
     let (stock_key, stock_hash) = auth::generate_key();
+    let (admin_key, admin_hash) = auth::generate_key();
     let adapter = repo().join("adapters/demo-pos.toml");
     let text = format!(
         r#"adapters = [{adapter:?}]
@@ -53,6 +78,11 @@ name = "stock-only"
 sha256 = "{stock_hash}"
 scopes = ["inventory:read"]
 
+[[auth.keys]]
+name = "operator"
+sha256 = "{admin_hash}"
+scopes = ["admin:read"]
+
 [sources.pos]
 kind = "odbc"
 connection_string = {connection_string:?}
@@ -60,17 +90,61 @@ connection_string = {connection_string:?}
 "#
     );
     std::fs::write(dir.path().join("config.toml"), text).expect("write config");
-    (dir, key, stock_key)
+    let keys = Keys {
+        all: key,
+        stock: stock_key,
+        admin: admin_key,
+    };
+    (dir, keys)
 }
 
 /// Starts the bridge on the demo adapter against `connection_string`.
 pub async fn start(connection_string: &str, source_extra: &str) -> Bridge {
-    let (dir, key, stock_key) = write_config(connection_string, source_extra);
+    start_inner(
+        connection_string,
+        source_extra,
+        None,
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// Starts the bridge on the demo adapter with change capture served from `capture` (built by
+/// the test from a real store, as the engine would) and the given request timeout.
+pub async fn start_with_capture(
+    connection_string: &str,
+    capture: CaptureHandle,
+    request_timeout: Duration,
+) -> Bridge {
+    start_inner(
+        connection_string,
+        DEFAULT_SOURCE_EXTRA,
+        Some(capture),
+        request_timeout,
+    )
+    .await
+}
+
+async fn start_inner(
+    connection_string: &str,
+    source_extra: &str,
+    capture: Option<CaptureHandle>,
+    request_timeout: Duration,
+) -> Bridge {
+    let (dir, keys) = write_config_with_keys(connection_string, source_extra);
     let loaded = config::load(&dir.path().join("config.toml")).expect("valid config");
     let built = app::build(loaded, Duration::ZERO)
         .await
         .expect("bridge starts");
-    let router = api::router(built.state, Duration::from_secs(30));
+    let mut state = built.state;
+    if capture.is_some() {
+        let Ok(mut owned) = Arc::try_unwrap(state) else {
+            panic!("app state is shared before the router is built");
+        };
+        owned.capture = capture;
+        state = Arc::new(owned);
+    }
+    let router = api::router(state, request_timeout);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -80,8 +154,9 @@ pub async fn start(connection_string: &str, source_extra: &str) -> Bridge {
     });
     Bridge {
         base: format!("http://{addr}"),
-        key,
-        stock_key,
+        key: keys.all,
+        stock_key: keys.stock,
+        admin_key: keys.admin,
         http: reqwest::Client::new(),
         server,
         _dir: dir,

@@ -1,4 +1,5 @@
 mod changelog_ddl;
+mod changes;
 mod config_errors;
 mod engines;
 mod harness;
