@@ -3,8 +3,10 @@
 //! same SQL over the same driver and connection string.
 //!
 //! ```text
-//! RAW_ODBC_CONNECTION='Driver=...;' raw_odbc_fetch columnar|rowwise SQL [ROWS_PER_BATCH]
+//! RAW_ODBC_CONNECTION='Driver=...;' raw_odbc_fetch columnar|rowwise SQL|@FILE [ROWS_PER_BATCH]
 //! ```
+//!
+//! `@FILE` reads the SQL from a file (what `capture_step CONFIG RESOURCE --sql` printed).
 //!
 //! - `columnar`: the fastest idiomatic path, a bound `TextRowSet` (every column as text,
 //!   `ROWS_PER_BATCH` rows per fetch, default 5000);
@@ -23,9 +25,13 @@ const MAX_STR_LEN: usize = 4096;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: raw_odbc_fetch columnar|rowwise SQL [ROWS_PER_BATCH]";
+    let usage = "usage: raw_odbc_fetch columnar|rowwise SQL|@FILE [ROWS_PER_BATCH]";
     let mode = args.next().ok_or(usage)?;
     let sql = args.next().ok_or(usage)?;
+    let sql = match sql.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)?.trim().to_owned(),
+        None => sql,
+    };
     let batch: usize = match args.next() {
         Some(n) => n.parse()?,
         None => 5000,
