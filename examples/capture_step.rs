@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
         "capture step {resource}: rows={} changes={} last_seq={} seconds={:.3}",
         step.rows,
         step.changes,
-        step.last_seq.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+        step.last_seq
+            .map_or_else(|| "-".to_owned(), |s| s.to_string()),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -115,9 +115,9 @@ fn main() -> Result<(), Error> {
             let left = RECEIPT_TIMEOUT
                 .checked_sub(committed.elapsed())
                 .ok_or_else(|| format!("change {i} (marker {marker}) not received within 10 s"))?;
-            let (got, at) = rx.recv_timeout(left).map_err(|_| {
-                format!("change {i} (marker {marker}) not received within 10 s")
-            })?;
+            let (got, at) = rx
+                .recv_timeout(left)
+                .map_err(|_| format!("change {i} (marker {marker}) not received within 10 s"))?;
             if got == marker {
                 latencies.push(at.saturating_duration_since(committed));
                 break;
@@ -218,7 +218,9 @@ async fn long_poll(
             let ours = e["type"]
                 .as_str()
                 .is_some_and(|t| t.starts_with(&format!("{resource}.")));
-            let marker = e["data"]["after"]["reserved"].as_str().and_then(parse_marker);
+            let marker = e["data"]["after"]["reserved"]
+                .as_str()
+                .and_then(parse_marker);
             if let (true, Some(m)) = (ours, marker) {
                 let _ = tx.send((m, at));
             }
