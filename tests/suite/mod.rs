@@ -7,3 +7,4 @@ mod openapi;
 mod proxy;
 mod recovery;
 mod rest;
+mod scan;
