@@ -3,7 +3,8 @@
 //!
 //! Scopes: `inventory:read` reads one resource (its records and its change events);
 //! `*:read` reads every resource; [`ADMIN_READ`] (`admin:read`) reads the operator endpoints
-//! under `/admin`. `*:read` does **not** grant `admin:read`: a key handed to a storefront to
+//! under `/admin` and [`ADMIN_WRITE`] (`admin:write`) runs operator actions such as a resync.
+//! `*:read` does **not** grant `admin:read`: a key handed to a storefront to
 //! read every resource must not also see capture checkpoints and errors, so admin access is
 //! always named explicitly.
 
@@ -15,6 +16,10 @@ use crate::config::{AuthConfig, AuthMode};
 
 /// The scope of the operator endpoints (`/admin/...`); never granted by a `*:` wildcard.
 pub const ADMIN_READ: &str = "admin:read";
+
+/// The scope of operator actions (`POST /admin/...`, e.g. a resync, which appends events
+/// every consumer receives); never granted by a wildcard nor by [`ADMIN_READ`].
+pub const ADMIN_WRITE: &str = "admin:write";
 
 /// The scope that reads one resource and its change events: `inventory:read`.
 pub fn read_scope(resource: &str) -> String {

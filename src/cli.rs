@@ -211,7 +211,7 @@ async fn resync(config_path: &std::path::Path, resource: &str) -> anyhow::Result
     let store = match SqliteStore::open(&state_path) {
         Err(StoreError::Locked { path }) => anyhow::bail!(
             "the running service holds {path}; ask it instead: \
-             curl -X POST -H 'Authorization: Bearer <admin key>' \
+             curl -X POST -H 'Authorization: Bearer <key with admin:write>' \
              http://<listen>/admin/capture/{resource}/resync"
         ),
         other => other?,

@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::changes::capture_of;
 use super::error::ApiError;
-use crate::auth::{ADMIN_READ, AuthError};
+use crate::auth::{ADMIN_READ, ADMIN_WRITE, AuthError};
 use crate::capture::ResourceCaptureStatus;
 
 /// The outbox as a whole.
@@ -28,6 +28,60 @@ pub struct OutboxStatus {
 pub struct CaptureOverview {
     pub resources: Vec<ResourceCaptureStatus>,
     pub outbox: OutboxStatus,
+}
+
+/// A resync request, accepted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResyncAccepted {
+    #[schema(example = "inventory")]
+    pub resource: String,
+    /// Follow the pass in `GET /admin/capture` (`scan.kind = "resync"`).
+    #[schema(example = "/admin/capture")]
+    pub status: String,
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, scope: &str) -> Result<(), ApiError> {
+    match state.auth.authorize(headers, scope) {
+        Ok(_) => Ok(()),
+        Err(AuthError::Unauthenticated) => Err(ApiError::Unauthorized),
+        Err(AuthError::MissingScope(s)) => Err(ApiError::Forbidden(s)),
+    }
+}
+
+/// Re-snapshot one captured resource.
+///
+/// Queues a resync pass: the resource's capture task emits every current row as a
+/// `snapshot` event (origin `resync`) and a `deleted` event for rows that are gone, then
+/// resumes capture. Consumers that lost their copy rebuild it from these events. A pass cut
+/// by a restart resumes where it stopped. Needs the `admin:write` scope.
+#[utoipa::path(post, path = "/admin/capture/{resource}/resync", tag = "admin", operation_id = "capture_resync",
+    params(("resource" = String, Path, description = "A captured resource")),
+    responses(
+        (status = 202, description = "Resync queued", body = ResyncAccepted),
+        (status = 401, description = "Missing or unknown API key", content_type = "application/problem+json", body = super::Problem),
+        (status = 403, description = "The API key lacks `admin:write`", content_type = "application/problem+json", body = super::Problem),
+        (status = 404, description = "No such captured resource, or capture is not configured", content_type = "application/problem+json", body = super::Problem)
+    ))]
+pub async fn resync(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(resource): Path<String>,
+) -> Result<(StatusCode, Json<ResyncAccepted>), ApiError> {
+    let capture = capture_of(&state)?;
+    authorize(&state, &headers, ADMIN_WRITE)?;
+    if !capture.status.request_resync(&resource) {
+        return Err(ApiError::NotFound(format!(
+            "resource `{resource}` is not captured"
+        )));
+    }
+    tracing::info!(resource = %resource, "resync requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ResyncAccepted {
+            resource,
+            status: "/admin/capture".into(),
+        }),
+    ))
 }
 
 /// Capture status for operators.
@@ -49,11 +103,7 @@ pub async fn capture(
     headers: HeaderMap,
 ) -> Result<Json<CaptureOverview>, ApiError> {
     let capture = capture_of(&state)?;
-    match state.auth.authorize(&headers, ADMIN_READ) {
-        Ok(_) => {}
-        Err(AuthError::Unauthenticated) => return Err(ApiError::Unauthorized),
-        Err(AuthError::MissingScope(s)) => return Err(ApiError::Forbidden(s)),
-    }
+    authorize(&state, &headers, ADMIN_READ)?;
     let resources = capture.status.snapshot();
     let last_seq = capture.store.last_seq().await?;
     Ok(Json(CaptureOverview {

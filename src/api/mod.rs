@@ -49,7 +49,11 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
     let mut app = Router::new()
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
-        .route("/admin/capture", axum::routing::get(admin::capture));
+        .route("/admin/capture", axum::routing::get(admin::capture))
+        .route(
+            "/admin/capture/{resource}/resync",
+            axum::routing::post(admin::resync),
+        );
     for resource in state.resources.values() {
         app = resources::routes(app, Arc::clone(resource));
     }

@@ -19,13 +19,13 @@ use utoipa::openapi::{
     ComponentsBuilder, InfoBuilder, OpenApi, Ref, RefOr, Required, header::HeaderBuilder,
 };
 
-use super::admin::{CaptureOverview, OutboxStatus};
+use super::admin::{CaptureOverview, OutboxStatus, ResyncAccepted};
 use super::changes::{ChangeData, CloudEvent};
 use super::health::{CaptureReadiness, Health, Readiness, SourceReadiness};
 use super::params::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::problem::{PROBLEM_JSON, Problem};
 use super::resources::item_path;
-use crate::auth::{ADMIN_READ, read_scope};
+use crate::auth::{ADMIN_READ, ADMIN_WRITE, read_scope};
 use crate::capture::{CaptureState, ResourceCaptureStatus, ScanProgress};
 use crate::model::{FieldSchema, FieldType, ResourceSchema};
 use crate::resource::Resource;
@@ -44,18 +44,24 @@ struct StaticApi;
 /// The change endpoints, documented only when some resource is captured.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(super::changes::feed, super::changes::stream, super::admin::capture),
+    paths(
+        super::changes::feed,
+        super::changes::stream,
+        super::admin::capture,
+        super::admin::resync
+    ),
     components(schemas(
         CloudEvent,
         ChangeData,
         CaptureOverview,
         OutboxStatus,
+        ResyncAccepted,
         ResourceCaptureStatus,
         ScanProgress
     )),
     tags(
         (name = "changes", description = "Change events captured from the legacy system, as CloudEvents"),
-        (name = "admin", description = "Operator endpoints; need the `admin:read` scope")
+        (name = "admin", description = "Operator endpoints; need the `admin:read` (status) or `admin:write` (actions) scope")
     )
 )]
 struct CaptureApi;
@@ -124,7 +130,8 @@ pub fn build<'a>(
 
 /// How scopes work, for the security scheme descriptions.
 const SCOPES_DOC: &str = "Scopes: `<resource>:read` reads one resource and its change events; \
-    `*:read` reads every resource; `admin:read` reads `/admin` and is not granted by `*:read`.";
+    `*:read` reads every resource; `admin:read` reads `/admin` and `admin:write` runs operator \
+    actions (resync); neither is granted by `*:read`.";
 
 /// Adds the change feed, the stream and `/admin/capture`, with their security: the change
 /// routes accept the read scope of any captured resource, `/admin` only `admin:read`.
@@ -132,12 +139,19 @@ fn add_capture_api(doc: &mut OpenApi, captured: &[String], auth: bool) {
     doc.merge(CaptureApi::openapi());
     let change_scopes: Vec<String> = captured.iter().map(|r| read_scope(r)).collect();
     let admin_scopes = vec![ADMIN_READ.to_owned()];
+    let admin_write_scopes = vec![ADMIN_WRITE.to_owned()];
     for (path, scopes) in [
         ("/v1/changes", &change_scopes),
         ("/v1/changes/stream", &change_scopes),
         ("/admin/capture", &admin_scopes),
+        ("/admin/capture/{resource}/resync", &admin_write_scopes),
     ] {
-        let Some(op) = doc.paths.paths.get_mut(path).and_then(|p| p.get.as_mut()) else {
+        let Some(op) = doc
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|p| p.get.as_mut().or(p.post.as_mut()))
+        else {
             continue;
         };
         if auth {

@@ -11,6 +11,8 @@
 //! - Every cycle re-reads the lookback window below the checkpoint (late commits with older
 //!   values); rows whose hash equals the stored one are suppressed, so re-reading never
 //!   emits twice.
+//! - Naive local timestamps repeat an hour when daylight saving ends; while the upper bound
+//!   is below the checkpoint, the window is measured from the upper bound instead.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -28,7 +30,8 @@ pub struct CycleStats {
     pub rows: u64,
     pub changes: u64,
     pub last_seq: Option<u64>,
-    /// Distance between the database clock and the checkpoint (timestamp cursors).
+    /// How much older than the cycle the newest fully read data may be: the settle delay
+    /// (timestamp cursors).
     pub lag_ms: Option<u64>,
 }
 
@@ -112,7 +115,14 @@ pub async fn run_cycle(
         CursorKind::Integer => None,
     };
     let upper = now.map(|n| naive_bound(cursor, n - settle(target)));
-    let low = lower_bound(target, cursor, &high);
+    // After a daylight-saving fall-back the legacy clock repeats an hour: the upper bound
+    // drops below the checkpoint, and the window must follow it down or rows stamped in the
+    // repeated hour would never be read.
+    let reference = match &upper {
+        Some(u) if greater(&high, u) => u,
+        _ => &high,
+    };
+    let low = lower_bound(target, cursor, reference);
     let mut stats = CycleStats::default();
     let mut after: Option<(Value, Vec<Value>)> = None;
     let mut high = high;
@@ -157,10 +167,9 @@ pub async fn run_cycle(
             break;
         }
     }
-    if let (Some(now), Value::NaiveTimestamp(h)) = (now, &high)
-        && let Some(h) = cursor.timezone.from_local_datetime(h).earliest()
-    {
-        stats.lag_ms = u64::try_from((now - h.with_timezone(&Utc)).num_milliseconds()).ok();
+    if now.is_some() {
+        // Everything committed before the upper bound has been read.
+        stats.lag_ms = Some(target.def.settle_ms);
     }
     Ok(stats)
 }

@@ -257,17 +257,19 @@ impl Worker {
                 newer
             });
         }
-        let lag = outcome.lag_ms;
+        // Data read by this cycle was at most this old when the cycle ended.
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let lag = outcome.lag_ms.unwrap_or(0).saturating_add(elapsed_ms);
         self.status.update(&self.target.name, |s| {
             s.state = CaptureState::Running;
             s.paused_reason = None;
             s.last_error = None;
             s.scan = None;
             s.last_cycle_at = Some(Utc::now());
-            s.last_cycle_ms = Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+            s.last_cycle_ms = Some(elapsed_ms);
             s.rows_scanned += outcome.rows;
             s.changes_emitted += outcome.changes;
-            s.lag_ms = lag.or(Some(0));
+            s.lag_ms = Some(lag);
             if let Some(cp) = checkpoint {
                 s.checkpoint = Some(cp.to_stored());
                 s.last_reconciliation_at = cp.last_reconciliation_at;

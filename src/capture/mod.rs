@@ -11,6 +11,8 @@ mod drift;
 mod engine;
 mod event;
 pub mod key;
+#[cfg(test)]
+mod model_tests;
 mod snapshot;
 mod status;
 mod target;

@@ -109,8 +109,14 @@ pub async fn run_pass(
         stats: PassStats::default(),
         last_key: None,
     };
+    let mut complete = false;
     while let Some(batch) = rows.recv().await {
-        for row in batch? {
+        let batch = batch?;
+        if batch.is_empty() {
+            complete = true;
+            break;
+        }
+        for row in batch {
             merge.stats.rows += 1;
             let seen = observe(resource, row)?;
             if seen.null_key {
@@ -122,11 +128,13 @@ pub async fn run_pass(
                     continue;
                 }
                 if seen.key < *last {
+                    // No key values in the message: keys may be customer data.
                     return Err(CaptureError::Order(format!(
-                        "{} returned key `{}` after `{}`; the scan needs keys in binary order",
+                        "{} returned row {} with a key lower than the row before; the scan \
+                         needs keys in binary order (is a key column collated case- or \
+                         accent-insensitively, or padded with characters below the space?)",
                         resource.relation.describe(),
-                        seen.subject,
-                        hex::encode(last)
+                        merge.stats.rows
                     )));
                 }
             }
@@ -141,6 +149,13 @@ pub async fn run_pass(
         if merge.pending.len() >= batch_size {
             merge.flush(checkpoint).await?;
         }
+    }
+    if !complete {
+        // Taking a cut stream for the end of the table would delete every unread key.
+        return Err(CaptureError::Source(crate::source::SourceError::new(
+            crate::source::SourceErrorKind::Unavailable,
+            "the scan stopped before the end of the table",
+        )));
     }
     while let Some(old) = stored.next_any().await? {
         merge.deleted(old);

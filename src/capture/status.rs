@@ -51,8 +51,9 @@ pub struct ResourceCaptureStatus {
     pub checkpoint: Option<serde_json::Value>,
     pub last_cycle_at: Option<DateTime<Utc>>,
     pub last_cycle_ms: Option<u64>,
-    /// How far capture trails the source: for timestamp cursors the distance between the
-    /// database clock and the checkpoint, otherwise the age of the last successful cycle.
+    /// How far capture trails the source after its last successful cycle: the cycle's
+    /// duration, plus the settle delay for timestamp cursors (rows younger than that are
+    /// left for the next cycle).
     pub lag_ms: Option<u64>,
     /// Rows read from the source since start.
     pub rows_scanned: u64,

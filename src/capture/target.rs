@@ -50,7 +50,20 @@ impl CursorColumn {
                     resource.relation.describe()
                 ))
             })?;
+        let type_name = column.type_name.to_ascii_lowercase();
+        let zoned = ["tz", "time zone", "offset"]
+            .iter()
+            .any(|z| type_name.contains(z));
         let kind = match column.sql_type {
+            SqlType::Timestamp if zoned => {
+                // Bounds are bound as naive local text; a zone-aware column would compare
+                // them in the session's zone, which may not be the adapter's.
+                return Err(CaptureError::Config(format!(
+                    "cursor column `{}` is {}; timestamp cursors must be naive (without time \
+                     zone), as legacy systems write them; use an integer cursor or snapshot-diff",
+                    column.name, column.type_name
+                )));
+            }
             SqlType::Timestamp => CursorKind::Timestamp,
             SqlType::Integer => CursorKind::Integer,
             SqlType::Decimal { scale: 0, .. } => CursorKind::Integer,

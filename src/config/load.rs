@@ -232,15 +232,17 @@ fn validate_auth(
                     format!("`{scope}` is not of the form `resource:read`"),
                 ));
             };
-            if access != "read" {
+            if access != "read" && scope != crate::auth::ADMIN_WRITE {
                 return Err(ConfigError::new(
                     path,
                     format!("{at}.scopes[{j}]"),
-                    format!("unknown access `{access}`; only `read` exists"),
+                    format!(
+                        "unknown access `{access}`; only `read` exists (and `admin:write` for operator actions)"
+                    ),
                 ));
             }
             // `admin:read` names no resource: it opens `/admin` (see `auth::ADMIN_READ`).
-            let is_admin = scope == crate::auth::ADMIN_READ;
+            let is_admin = scope == crate::auth::ADMIN_READ || scope == crate::auth::ADMIN_WRITE;
             if resource != "*" && !is_admin && !resources.contains(resource) {
                 let mut known: Vec<_> = resources.iter().map(String::as_str).collect();
                 known.sort_unstable();

@@ -83,8 +83,10 @@ pub struct TableInfo {
 /// A row as the source decoded it, one value per requested column.
 pub type Row = Vec<Value>;
 
-/// Rows of a streamed scan, in batches; the stream ends after the last batch or after the
-/// first error. Dropping it stops the scan and frees the connection.
+/// Rows of a streamed scan, in non-empty batches, then one **empty batch marking the end**;
+/// or an error. A stream that closes without the end marker was cut (task aborted) and must
+/// be treated as a failure, never as the end of the table. Dropping it stops the scan and
+/// frees the connection.
 pub type RowStream = tokio::sync::mpsc::Receiver<Result<Vec<Row>, SourceError>>;
 
 /// Batches a scan may run ahead of its consumer: bounds memory whatever the table size.

@@ -521,6 +521,44 @@ async fn admin_capture_needs_admin_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_requests_need_admin_write_and_reach_the_capture_task() {
+    let db = TestDb::create(Engine::Sqlite).unwrap();
+    let outbox = Outbox::new();
+    seed(&outbox).await;
+    let bridge = bridge(&outbox, &db).await;
+    let post = |path: &str, key: Option<&str>| {
+        let mut req = bridge.http.post(format!("{}{path}", bridge.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+
+    // `*:read` reads everything but may not act.
+    let resp = post("/admin/capture/prices/resync", Some(&bridge.key))
+        .await
+        .unwrap();
+    let body = problem(resp, 403).await;
+    assert!(body["detail"].as_str().unwrap().contains("admin:write"));
+    assert!(!outbox.status.take_resync("prices"));
+
+    let resp = post("/admin/capture/nosuch/resync", Some(&bridge.admin_key))
+        .await
+        .unwrap();
+    problem(resp, 404).await;
+
+    let resp = post("/admin/capture/prices/resync", Some(&bridge.admin_key))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["resource"], "prices");
+    // The request waits for the resource's task, exactly once.
+    assert!(outbox.status.take_resync("prices"));
+    assert!(!outbox.status.take_resync("prices"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_parameters_are_400_problems() {
     let db = TestDb::create(Engine::Sqlite).unwrap();
     let outbox = Outbox::new();

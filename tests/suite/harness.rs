@@ -17,7 +17,7 @@ pub struct Bridge {
     pub key: String,
     /// Key with only `inventory:read`.
     pub stock_key: String,
-    /// Key with only `admin:read`.
+    /// Key with only `admin:read` and `admin:write`.
     pub admin_key: String,
     pub http: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
@@ -39,7 +39,7 @@ pub struct Keys {
     pub all: String,
     /// `inventory:read`.
     pub stock: String,
-    /// `admin:read`.
+    /// `admin:read` and `admin:write`.
     pub admin: String,
 }
 
@@ -81,7 +81,7 @@ scopes = ["inventory:read"]
 [[auth.keys]]
 name = "operator"
 sha256 = "{admin_hash}"
-scopes = ["admin:read"]
+scopes = ["admin:read", "admin:write"]
 
 [sources.pos]
 kind = "odbc"

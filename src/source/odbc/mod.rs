@@ -206,7 +206,11 @@ fn scan_blocking(
     match result {
         Ok(()) => {
             if open && !batch.is_empty() {
-                let _ = tx.blocking_send(Ok(batch));
+                open = tx.blocking_send(Ok(batch)).is_ok();
+            }
+            if open {
+                // The end marker: the consumer knows the table was read to the end.
+                let _ = tx.blocking_send(Ok(Vec::new()));
             }
             Ok(())
         }
