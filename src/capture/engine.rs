@@ -142,6 +142,25 @@ pub async fn resync_once(
     .await
 }
 
+/// Runs one step of one target exactly as its capture task would (drift check, then the
+/// initial load if it is not done yet, else a strategy cycle), outside the service: for
+/// benchmarks and tools. The store must not be held by a running service.
+pub async fn step_once(target: Target, store: Arc<dyn Store>) -> Result<StepOutcome, CaptureError> {
+    let last = store.last_seq().await?;
+    let (committed, _) = watch::channel(last);
+    let status = Arc::new(StatusBoard::default());
+    status.register(&target.name, target.strategy().as_str());
+    let mut worker = Worker {
+        target,
+        store,
+        status,
+        committed: Arc::new(committed),
+        drift_checked: None,
+        force_drift_check: true,
+    };
+    worker.step(&mut None).await
+}
+
 /// One resource's capture loop.
 struct Worker {
     target: Target,
@@ -153,12 +172,14 @@ struct Worker {
 }
 
 /// What a step did, for status.
-#[derive(Default)]
-struct StepOutcome {
-    rows: u64,
-    changes: u64,
-    last_seq: Option<u64>,
-    lag_ms: Option<u64>,
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Source rows read.
+    pub rows: u64,
+    /// Events appended to the outbox.
+    pub changes: u64,
+    pub last_seq: Option<u64>,
+    pub lag_ms: Option<u64>,
 }
 
 impl Worker {

@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-pub use engine::{CaptureRuntime, bind_targets, resync_once};
+pub use engine::{CaptureRuntime, StepOutcome, bind_targets, resync_once, step_once};
+pub use snapshot::scan_query;
 pub use status::{CaptureState, ResourceCaptureStatus, ScanProgress, StatusBoard};
 pub use target::Target;
 

@@ -17,6 +17,7 @@ use super::event::{Found, materialize};
 use super::key::{Observed, TOMBSTONE, observe};
 use super::target::{Checkpoint, PassProgress, Target};
 use crate::model::{ChangeOp, ChangeOrigin, FieldType};
+use crate::resource::Resource;
 use crate::source::{OrderBy, SelectQuery};
 use crate::store::{Commit, KeyState, Store};
 
@@ -41,6 +42,27 @@ pub struct PassStats {
     pub changes: u64,
     pub duplicate_keys: u64,
     pub last_seq: Option<u64>,
+}
+
+/// The query of a full pass: every mapped column of the whole relation, ordered by the key
+/// (text key columns in binary order).
+pub fn scan_query(resource: &Resource) -> SelectQuery {
+    let order_by = resource
+        .key_fields()
+        .into_iter()
+        .map(|f| OrderBy {
+            column: f.column.clone(),
+            descending: false,
+            binary: f.decode_type() == FieldType::String,
+        })
+        .collect();
+    SelectQuery {
+        relation: resource.relation.clone(),
+        columns: resource.select_columns(),
+        filter: Vec::new(),
+        order_by,
+        limit: None,
+    }
 }
 
 /// Runs one full pass and commits it (in batches). `progress` gets the rows scanned so far.
@@ -73,22 +95,7 @@ pub async fn run_pass(
         });
     }
     let resource = &target.resource;
-    let order_by = resource
-        .key_fields()
-        .into_iter()
-        .map(|f| OrderBy {
-            column: f.column.clone(),
-            descending: false,
-            binary: f.decode_type() == FieldType::String,
-        })
-        .collect();
-    let query = SelectQuery {
-        relation: resource.relation.clone(),
-        columns: resource.select_columns(),
-        filter: Vec::new(),
-        order_by,
-        limit: None,
-    };
+    let query = scan_query(resource);
     let batch_size = target.def.batch_size;
     let mut rows = target.source.scan(query, batch_size).await;
     let mut stored = StoredKeys::new(target, store);

@@ -14,3 +14,4 @@ mod openapi;
 mod proxy;
 mod recovery;
 mod rest;
+mod scan;

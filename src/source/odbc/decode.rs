@@ -1,11 +1,20 @@
 //! Running statements and decoding their rows exactly: every value is read as the driver's
 //! text (or bytes, for binary) and parsed into its mapped type, so decimals never pass through
 //! a float. Parameters are bound as text tagged with the SQL type of the column they meet.
+//!
+//! Rows are read one of two ways: row by row (`SQLFetch`, then `SQLGetData` per cell: any
+//! column width), or, for scans whose columns all have a known, bounded width, in bulk
+//! (column-wise text buffers bound once, up to [`BULK_MAX_ROWS`] rows per `SQLFetch`). Both
+//! ask the driver for the same text. A bulk fetch never truncates silently: a value longer
+//! than its column's reported width fails the statement, and the source reads row by row from
+//! then on.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use odbc_api::buffers::TextRowSet;
 use odbc_api::parameter::{InputParameter, VarCharBox, WithDataType};
-use odbc_api::{Connection, Cursor, DataType};
+use odbc_api::{BlockCursor, Connection, Cursor, DataType, ResultSetMetadata};
 
 use crate::model::{FieldType, Value};
 use crate::source::{Param, Row, SelectColumn, SourceError, SourceErrorKind, SqlType};
@@ -19,21 +28,33 @@ pub(super) fn fetch(
     timeout_secs: usize,
 ) -> Result<Vec<Row>, SourceError> {
     let mut rows = Vec::new();
-    for_each_row(conn, sql, params, columns, timeout_secs, |row| {
+    for_each_row(conn, sql, params, columns, timeout_secs, None, |row| {
         rows.push(row);
         true
     })?;
     Ok(rows)
 }
 
+/// Most rows one bulk fetch asks the driver for.
+const BULK_MAX_ROWS: usize = 1000;
+/// Memory the buffers of one bulk fetch may take; wide rows get fewer rows per fetch.
+const BULK_BUFFER_BYTES: usize = 4 << 20;
+/// Widest row (sum of the columns' reported widths in UTF-8 bytes) read in bulk; wider rows,
+/// and columns of unknown width or binary ones, are read row by row.
+const BULK_MAX_ROW_BYTES: usize = 16 << 10;
+
 /// Runs `sql` and hands each decoded row to `sink` until it returns `false` or the rows end;
-/// the row buffer is reused, so memory does not grow with the result.
+/// buffers are reused, so memory does not grow with the result. With `bulk` set (and still
+/// `true`), rows are fetched in bulk when every column has a bounded width; a value longer
+/// than its column's reported width then fails the statement and clears `bulk`, so later
+/// statements read row by row.
 pub(super) fn for_each_row(
     conn: &Connection<'static>,
     sql: &str,
     params: &[Param],
     columns: &[SelectColumn],
     timeout_secs: usize,
+    bulk: Option<&AtomicBool>,
     mut sink: impl FnMut(Row) -> bool,
 ) -> Result<(), SourceError> {
     let bound: Vec<Box<dyn InputParameter>> = params.iter().map(bind).collect();
@@ -46,6 +67,12 @@ pub(super) fn for_each_row(
             "statement returned no result set",
         ));
     };
+    if let Some(flag) = bulk.filter(|f| f.load(Ordering::Relaxed)) {
+        let widths = bulk_widths(&mut cursor, columns).map_err(|e| classify(&e, conn))?;
+        if let Some(widths) = widths {
+            return bulk_rows(conn, cursor, columns, widths, flag, sink);
+        }
+    }
     let mut buf = Vec::new();
     while let Some(mut row) = cursor.next_row().map_err(|e| classify(&e, conn))? {
         let mut out = Vec::with_capacity(columns.len());
@@ -69,6 +96,78 @@ pub(super) fn for_each_row(
         }
     }
     Ok(())
+}
+
+/// The UTF-8 width of every column when all are text-readable and bounded, and the row is
+/// narrow enough for a bulk fetch; `None` otherwise.
+fn bulk_widths(
+    cursor: &mut impl ResultSetMetadata,
+    columns: &[SelectColumn],
+) -> Result<Option<Vec<usize>>, odbc_api::Error> {
+    if columns.iter().any(|c| c.decode == FieldType::Binary) {
+        return Ok(None);
+    }
+    let mut widths = Vec::with_capacity(columns.len());
+    for i in 1..=columns.len() {
+        let n = u16::try_from(i).unwrap_or(u16::MAX);
+        match cursor.col_data_type(n)?.utf8_len() {
+            Some(w) => widths.push(w.get()),
+            None => return Ok(None),
+        }
+    }
+    let row_bytes: usize = widths.iter().sum();
+    Ok((row_bytes <= BULK_MAX_ROW_BYTES).then_some(widths))
+}
+
+/// Reads the rows of `cursor` through bound text buffers of `widths`, many rows per fetch.
+fn bulk_rows<C: Cursor>(
+    conn: &Connection<'static>,
+    cursor: C,
+    columns: &[SelectColumn],
+    widths: Vec<usize>,
+    bulk: &AtomicBool,
+    mut sink: impl FnMut(Row) -> bool,
+) -> Result<(), SourceError> {
+    // Each value also has an 8-byte length indicator and a terminating zero.
+    let row_bytes: usize = widths.iter().map(|w| w + 1 + 8).sum();
+    let rows = (BULK_BUFFER_BYTES / row_bytes.max(1)).clamp(1, BULK_MAX_ROWS);
+    let buffer = TextRowSet::from_max_str_lens(rows, widths).map_err(|e| classify(&e, conn))?;
+    let mut block: BlockCursor<C, TextRowSet> =
+        cursor.bind_buffer(buffer).map_err(|e| classify(&e, conn))?;
+    loop {
+        let batch = match block.fetch_with_truncation_check(true) {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return Ok(()),
+            Err(odbc_api::Error::TooLargeValueForBuffer { buffer_index, .. }) => {
+                bulk.store(false, Ordering::Relaxed);
+                let column = columns.get(buffer_index).map_or("?", |c| c.name.as_str());
+                tracing::warn!(
+                    column,
+                    "a value is wider than its column's reported width; reading this source row by row from now on"
+                );
+                return Err(SourceError::new(
+                    SourceErrorKind::Query,
+                    format!(
+                        "column `{column}` holds a value wider than the driver reported; \
+                         the next attempt reads row by row"
+                    ),
+                ));
+            }
+            Err(e) => return Err(classify(&e, conn)),
+        };
+        for r in 0..batch.num_rows() {
+            let mut out = Vec::with_capacity(columns.len());
+            for (i, col) in columns.iter().enumerate() {
+                out.push(match batch.at(i, r) {
+                    Some(bytes) => decode_cell(col, bytes)?,
+                    None => Value::Null,
+                });
+            }
+            if !sink(out) {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Runs a statement that returns no rows (a write); parameters bound as for queries.

@@ -7,6 +7,7 @@ mod decode;
 mod pool;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +27,8 @@ pub struct OdbcSource {
     pool: Arc<Pool>,
     dialect: Dialect,
     schema: Option<String>,
+    /// Scans fetch in bulk until a driver under-reports a column's width (see `decode`).
+    bulk_scans: Arc<AtomicBool>,
 }
 
 impl OdbcSource {
@@ -60,6 +63,7 @@ impl OdbcSource {
             pool,
             dialect,
             schema: cfg.schema.clone(),
+            bulk_scans: Arc::new(AtomicBool::new(true)),
         })
     }
 }
@@ -83,12 +87,18 @@ impl Source for OdbcSource {
         let (sql, params) = self.dialect.render(&query);
         let columns = query.columns;
         let pool = Arc::clone(&self.pool);
+        let bulk = Arc::clone(&self.bulk_scans);
         let batch_size = batch_size.max(1);
         tokio::spawn(async move {
             let sender = tx.clone();
             let outcome = pool
                 .run(move |conn, timeout| {
-                    scan_blocking(conn, &sql, &params, &columns, timeout, batch_size, &sender)
+                    let scan = Scan {
+                        timeout,
+                        batch_size,
+                        bulk: &bulk,
+                    };
+                    scan_blocking(conn, &sql, &params, &columns, &scan, &sender)
                 })
                 .await;
             if let Err(e) = outcome {
@@ -154,6 +164,13 @@ impl Source for OdbcSource {
     }
 }
 
+/// How a scan reads: per-query timeout, rows per sent batch, and whether to fetch in bulk.
+struct Scan<'a> {
+    timeout: usize,
+    batch_size: usize,
+    bulk: &'a AtomicBool,
+}
+
 /// The blocking half of a scan: sends batches until the rows end or the receiver is gone.
 /// Once a batch has been sent, a failure is reported through the stream and not returned,
 /// so the pool does not retry the scan from the start and repeat rows.
@@ -162,22 +179,30 @@ fn scan_blocking(
     sql: &str,
     params: &[Param],
     columns: &[SelectColumn],
-    timeout: usize,
-    batch_size: usize,
+    scan: &Scan<'_>,
     tx: &tokio::sync::mpsc::Sender<Result<Vec<Row>, SourceError>>,
 ) -> Result<(), SourceError> {
+    let batch_size = scan.batch_size;
     let mut batch = Vec::with_capacity(batch_size);
     let mut sent_any = false;
     let mut open = true;
-    let result = decode::for_each_row(conn, sql, params, columns, timeout, |row| {
-        batch.push(row);
-        if batch.len() == batch_size {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-            open = tx.blocking_send(Ok(full)).is_ok();
-            sent_any = true;
-        }
-        open
-    });
+    let result = decode::for_each_row(
+        conn,
+        sql,
+        params,
+        columns,
+        scan.timeout,
+        Some(scan.bulk),
+        |row| {
+            batch.push(row);
+            if batch.len() == batch_size {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                open = tx.blocking_send(Ok(full)).is_ok();
+                sent_any = true;
+            }
+            open
+        },
+    );
     match result {
         Ok(()) => {
             if open && !batch.is_empty() {
