@@ -12,7 +12,9 @@
 
 use rust_decimal::Decimal;
 
-use crate::model::{Record, Value};
+use chrono::{Datelike, Timelike};
+
+use crate::model::Value;
 use crate::resource::{MappingError, Resource};
 use crate::source::Row;
 use crate::store::RowHash;
@@ -124,13 +126,6 @@ fn encode_decimal(d: Decimal, out: &mut Vec<u8>) {
     }
 }
 
-/// The key values of a record, in key order (key fields always exist by construction).
-pub fn key_values<'a>(record: &'a Record, key: &[String]) -> Vec<&'a Value> {
-    key.iter()
-        .map(|k| record.get(k).unwrap_or(&Value::Null))
-        .collect()
-}
-
 /// The event subject: key values joined by `/` as in the resource's item URL, each
 /// percent-encoded so a `/` inside a value cannot be mistaken for a separator.
 pub fn subject(values: &[&Value]) -> String {
@@ -149,27 +144,20 @@ pub fn subject(values: &[&Value]) -> String {
         .join("/")
 }
 
-/// The record as JSON, field order fixed by the schema: what events carry and the store keeps.
-pub fn record_json(record: &Record) -> serde_json::Value {
-    serde_json::Value::Object(
-        record
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect(),
-    )
+/// A source row as every pass first sees it: its mapped values, its key and its hash.
+/// Building the JSON, the subject and the key object is left to [`Identified::observe`],
+/// which only rows that produce an event pay for.
+#[derive(Debug, Clone)]
+pub struct Identified {
+    pub key: Vec<u8>,
+    pub hash: RowHash,
+    /// A key field is NULL: such a row cannot be addressed and is skipped.
+    pub null_key: bool,
+    /// Field values after the mapping's transforms, in field order.
+    values: Vec<Value>,
 }
 
-/// A 128-bit hash of the record's JSON. Never equal to [`TOMBSTONE`].
-pub fn row_hash(json: &serde_json::Value) -> RowHash {
-    let bytes = serde_json::to_vec(json).unwrap_or_default();
-    let mut hash = xxhash_rust::xxh3::xxh3_128(&bytes).to_be_bytes();
-    if hash == TOMBSTONE {
-        hash[15] = 1;
-    }
-    hash
-}
-
-/// A source row seen by capture: its identity, its JSON and its hash.
+/// A row that produces an event: identity plus what the event carries.
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub key: Vec<u8>,
@@ -177,36 +165,126 @@ pub struct Observed {
     pub key_json: serde_json::Value,
     pub json: serde_json::Value,
     pub hash: RowHash,
-    /// A key field is NULL: such a row cannot be addressed and is skipped.
     pub null_key: bool,
 }
 
-/// Maps a row (selected with the resource's columns first) and derives its identity.
-pub fn observe(resource: &Resource, row: Row) -> Result<Observed, MappingError> {
-    let record = resource.record(row)?;
-    let values = key_values(&record, &resource.schema.key);
-    let null_key = values.iter().any(|v| matches!(v, Value::Null));
-    let key = encode_key(&values);
-    let subject = subject(&values);
-    let key_json = serde_json::Value::Object(
-        resource
-            .schema
-            .key
-            .iter()
-            .zip(&values)
-            .map(|(k, v)| (k.clone(), v.to_json()))
-            .collect(),
-    );
-    let json = record_json(&record);
-    let hash = row_hash(&json);
-    Ok(Observed {
+/// Maps a row (selected with the resource's columns first; extra columns are ignored) and
+/// derives its key and hash without building JSON.
+pub fn identify(resource: &Resource, row: Row) -> Result<Identified, MappingError> {
+    let mut values = Vec::with_capacity(resource.fields.len());
+    for (field, raw) in resource.fields.iter().zip(row) {
+        values.push(field.to_field_value(raw)?);
+    }
+    let key_values: Vec<&Value> = resource
+        .key_positions()
+        .iter()
+        .map(|&i| values.get(i).unwrap_or(&Value::Null))
+        .collect();
+    let null_key = key_values.iter().any(|v| matches!(v, Value::Null));
+    let key = encode_key(&key_values);
+    let hash = hash_values(&values);
+    Ok(Identified {
         key,
-        subject,
-        key_json,
-        json,
         hash,
         null_key,
+        values,
     })
+}
+
+/// Maps a row and builds everything an event needs.
+pub fn observe(resource: &Resource, row: Row) -> Result<Observed, MappingError> {
+    Ok(identify(resource, row)?.observe(resource))
+}
+
+impl Identified {
+    /// The event-facing form of the row.
+    pub fn observe(self, resource: &Resource) -> Observed {
+        let key_values: Vec<&Value> = resource
+            .key_positions()
+            .iter()
+            .map(|&i| self.values.get(i).unwrap_or(&Value::Null))
+            .collect();
+        let subject = subject(&key_values);
+        let key_json = serde_json::Value::Object(
+            resource
+                .schema
+                .key
+                .iter()
+                .zip(&key_values)
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        );
+        let json = serde_json::Value::Object(
+            resource
+                .fields
+                .iter()
+                .zip(&self.values)
+                .map(|(f, v)| (f.name.clone(), v.to_json()))
+                .collect(),
+        );
+        Observed {
+            key: self.key,
+            subject,
+            key_json,
+            json,
+            hash: self.hash,
+            null_key: self.null_key,
+        }
+    }
+}
+
+/// A 128-bit hash of a record's values, in field order; equal values (as the API would print
+/// them) hash equally. Never equal to [`TOMBSTONE`].
+pub fn hash_values(values: &[Value]) -> RowHash {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for v in values {
+        match v {
+            Value::Null => h.update(&[0]),
+            Value::Bool(b) => h.update(&[1, u8::from(*b)]),
+            Value::Int(i) => {
+                h.update(&[2]);
+                h.update(&i.to_be_bytes());
+            }
+            Value::Decimal(d) => {
+                // Scale is part of the printed value (`12.50` vs `12.5`), so it is hashed.
+                h.update(&[3]);
+                h.update(&d.serialize());
+            }
+            Value::Text(t) => {
+                h.update(&[4]);
+                h.update(&(t.len() as u64).to_be_bytes());
+                h.update(t.as_bytes());
+            }
+            Value::Binary(b) => {
+                h.update(&[5]);
+                h.update(&(b.len() as u64).to_be_bytes());
+                h.update(b);
+            }
+            Value::Date(d) => {
+                h.update(&[6]);
+                h.update(&d.num_days_from_ce().to_be_bytes());
+            }
+            Value::Time(t) => {
+                h.update(&[7]);
+                h.update(&t.num_seconds_from_midnight().to_be_bytes());
+                h.update(&t.nanosecond().to_be_bytes());
+            }
+            Value::Timestamp(ts) => {
+                h.update(&[8]);
+                h.update(&ts.timestamp_micros().to_be_bytes());
+                h.update(&ts.offset().local_minus_utc().to_be_bytes());
+            }
+            Value::NaiveTimestamp(ts) => {
+                h.update(&[9]);
+                h.update(&ts.and_utc().timestamp_micros().to_be_bytes());
+            }
+        }
+    }
+    let mut hash = h.digest128().to_be_bytes();
+    if hash == TOMBSTONE {
+        hash[15] = 1;
+    }
+    hash
 }
 
 #[cfg(test)]
@@ -267,11 +345,19 @@ mod tests {
     }
 
     #[test]
-    fn hashes_follow_content() {
-        let a = serde_json::json!({"sku": "A1", "qty": "1"});
-        let b = serde_json::json!({"sku": "A1", "qty": "2"});
-        assert_eq!(row_hash(&a), row_hash(&a.clone()));
-        assert_ne!(row_hash(&a), row_hash(&b));
-        assert_ne!(row_hash(&a), TOMBSTONE);
+    fn hashes_follow_printed_content() {
+        let a = [Value::Text("A1".into()), Value::Int(1)];
+        let b = [Value::Text("A1".into()), Value::Int(2)];
+        assert_eq!(hash_values(&a), hash_values(&a.clone()));
+        assert_ne!(hash_values(&a), hash_values(&b));
+        assert_ne!(hash_values(&a), TOMBSTONE);
+        // Field boundaries count: ("ab", "c") is not ("a", "bc").
+        let x = [Value::Text("ab".into()), Value::Text("c".into())];
+        let y = [Value::Text("a".into()), Value::Text("bc".into())];
+        assert_ne!(hash_values(&x), hash_values(&y));
+        // 12.50 and 12.5 print differently, so they differ.
+        let p = [Value::Decimal(Decimal::new(1250, 2))];
+        let q = [Value::Decimal(Decimal::new(125, 1))];
+        assert_ne!(hash_values(&p), hash_values(&q));
     }
 }

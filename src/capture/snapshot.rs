@@ -14,7 +14,7 @@ use chrono::Utc;
 
 use super::CaptureError;
 use super::event::{Found, materialize};
-use super::key::{Observed, TOMBSTONE, observe};
+use super::key::{Identified, TOMBSTONE, identify};
 use super::target::{Checkpoint, PassProgress, Target};
 use crate::model::{ChangeOp, ChangeOrigin, FieldType};
 use crate::resource::Resource;
@@ -118,7 +118,7 @@ pub async fn run_pass(
         }
         for row in batch {
             merge.stats.rows += 1;
-            let seen = observe(resource, row)?;
+            let seen = identify(resource, row)?;
             if seen.null_key {
                 continue;
             }
@@ -207,7 +207,7 @@ impl Merge<'_> {
     }
 
     /// A source row, with the stored state of its key if any.
-    fn present(&mut self, seen: Observed, prior: Option<KeyState>) {
+    fn present(&mut self, seen: Identified, prior: Option<KeyState>) {
         let live = prior.as_ref().filter(|p| p.hash != TOMBSTONE);
         let op = match live {
             _ if self.emit_all_for(&seen.key) => Some(ChangeOp::Snapshot),
@@ -217,6 +217,7 @@ impl Merge<'_> {
         };
         self.last_key = Some(seen.key.clone());
         let Some(op) = op else { return };
+        let seen = seen.observe(&self.target.resource);
         let prior_version = prior.as_ref().map_or(0, |p| p.version);
         let before = match live {
             Some(_) => None,

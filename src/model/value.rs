@@ -188,6 +188,13 @@ fn parse_bool(text: &str) -> Option<bool> {
 /// Accepts RFC 3339 and the `YYYY-MM-DD HH:MM:SS[.f][+HH[:MM]]` forms drivers print; without an
 /// offset the result is naive.
 fn parse_timestamp(text: &str) -> Option<Value> {
+    // Most legacy columns hold naive timestamps: try those first when no offset is present
+    // (an offset is a `Z`, or a sign after the date).
+    let time_part = text.get(10..).unwrap_or("");
+    let has_offset = time_part.contains(['Z', 'z', '+', '-']);
+    if !has_offset && let Some(v) = parse_naive_timestamp(text) {
+        return Some(v);
+    }
     if let Ok(ts) = DateTime::parse_from_rfc3339(text) {
         return Some(Value::Timestamp(ts));
     }
@@ -196,6 +203,10 @@ fn parse_timestamp(text: &str) -> Option<Value> {
             return Some(Value::Timestamp(ts));
         }
     }
+    parse_naive_timestamp(text)
+}
+
+fn parse_naive_timestamp(text: &str) -> Option<Value> {
     for fmt in [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",

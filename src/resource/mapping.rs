@@ -171,6 +171,15 @@ impl Resource {
             .collect()
     }
 
+    /// Positions of the key fields in `fields`, in key order.
+    pub fn key_positions(&self) -> Vec<usize> {
+        self.schema
+            .key
+            .iter()
+            .filter_map(|k| self.fields.iter().position(|f| &f.name == k))
+            .collect()
+    }
+
     /// Columns to select, in field order.
     pub fn select_columns(&self) -> Vec<SelectColumn> {
         self.fields
