@@ -14,14 +14,14 @@ use chrono::Utc;
 
 use super::CaptureError;
 use super::changelog_table::{ID_COLUMN, TABLE_COLUMN, key_column};
-use super::event::{Found, materialize};
+use super::event::{Found, commit_found};
 use super::key::{Observed, TOMBSTONE, encode_key, observe, subject};
 use super::target::{Checkpoint, Target};
 use crate::model::{ChangeOp, ChangeOrigin, FieldType, Value};
 use crate::source::{
     CompareOp, OrderBy, Param, Predicate, Relation, SelectColumn, SelectQuery, SqlType,
 };
-use crate::store::{Commit, Store};
+use crate::store::Store;
 
 /// Keys re-read per query (each adds one OR branch).
 const KEYS_PER_QUERY: usize = 100;
@@ -127,20 +127,17 @@ pub async fn run_cycle(
         }
         stats.rows += keys.len() as u64;
         let found = diff_keys(target, store, &keys, ids.last().copied()).await?;
-        let (events, state) = materialize(target, store, ChangeOrigin::Capture, found).await?;
-        stats.changes += events.len() as u64;
         checkpoint.changelog_id = ids.last().copied().or(checkpoint.changelog_id);
-        let appended = store
-            .commit(Commit {
-                resource: target.name.clone(),
-                events,
-                state,
-                checkpoint: Some(checkpoint.to_stored()),
-            })
-            .await?;
-        if let Some(a) = appended {
-            stats.last_seq = Some(a.last_seq);
-        }
+        let committed = commit_found(
+            target,
+            store,
+            ChangeOrigin::Capture,
+            found,
+            checkpoint.to_stored(),
+        )
+        .await?;
+        stats.changes += committed.events;
+        stats.last_seq = committed.last_seq.or(stats.last_seq);
         prune(target, &table, &ids).await?;
         if !full {
             break;

@@ -17,12 +17,12 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::CaptureError;
-use super::event::{Found, materialize};
+use super::event::{Found, commit_found};
 use super::key::{Observed, TOMBSTONE, observe};
 use super::target::{Checkpoint, CursorColumn, CursorKind, Target};
 use crate::model::{ChangeOp, ChangeOrigin, Value};
 use crate::source::{CompareOp, OrderBy, Param, Predicate, SelectQuery};
-use crate::store::{Commit, Store};
+use crate::store::Store;
 
 /// Counters of one cursor cycle.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -149,20 +149,17 @@ pub async fn run_cycle(
             high = c.clone();
         }
         let found = compare_with_state(target, store, cursor, seen).await?;
-        let (events, state) = materialize(target, store, ChangeOrigin::Capture, found).await?;
-        stats.changes += events.len() as u64;
         checkpoint.cursor = Some(high.to_json());
-        let appended = store
-            .commit(Commit {
-                resource: target.name.clone(),
-                events,
-                state,
-                checkpoint: Some(checkpoint.to_stored()),
-            })
-            .await?;
-        if let Some(a) = appended {
-            stats.last_seq = Some(a.last_seq);
-        }
+        let committed = commit_found(
+            target,
+            store,
+            ChangeOrigin::Capture,
+            found,
+            checkpoint.to_stored(),
+        )
+        .await?;
+        stats.changes += committed.events;
+        stats.last_seq = committed.last_seq.or(stats.last_seq);
         if !full {
             break;
         }

@@ -249,13 +249,7 @@ impl Worker {
         checkpoint: Option<&Checkpoint>,
     ) {
         if let Some(seq) = outcome.last_seq {
-            self.committed.send_if_modified(|v| {
-                let newer = seq > *v;
-                if newer {
-                    *v = seq;
-                }
-                newer
-            });
+            announce(&self.committed, seq);
         }
         // Data read by this cycle was at most this old when the cycle ended.
         let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
@@ -399,13 +393,8 @@ impl Worker {
         )
         .await?;
         if let Some(seq) = stats.last_seq {
-            committed.send_if_modified(|v| {
-                let newer = seq > *v;
-                if newer {
-                    *v = seq;
-                }
-                newer
-            });
+            // Long-polls need not wait for the whole (possibly long) step to end.
+            announce(&committed, seq);
         }
         Ok(stats)
     }
@@ -435,6 +424,17 @@ impl Worker {
             None => Ok(()),
         }
     }
+}
+
+/// Tells waiting readers that the outbox reached `seq` (never moves backwards).
+fn announce(committed: &watch::Sender<u64>, seq: u64) {
+    committed.send_if_modified(|v| {
+        let newer = seq > *v;
+        if newer {
+            *v = seq;
+        }
+        newer
+    });
 }
 
 fn pass_outcome(stats: PassStats) -> StepOutcome {

@@ -11,7 +11,7 @@ use super::CaptureError;
 use super::key::TOMBSTONE;
 use super::target::Target;
 use crate::model::{ChangeOp, ChangeOrigin, NewEvent, event_type};
-use crate::store::{KeyState, RowHash, StateChange, Store};
+use crate::store::{Commit, KeyState, RowHash, StateChange, Store};
 
 /// A change a strategy found, before the store is asked for its `before` image.
 #[derive(Debug, Clone)]
@@ -113,6 +113,37 @@ pub async fn materialize(
         });
     }
     Ok((events, state))
+}
+
+/// What a step committed: events appended and the last outbox position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub events: u64,
+    pub last_seq: Option<u64>,
+}
+
+/// Materializes `found` and commits it with `checkpoint` in one transaction.
+pub async fn commit_found(
+    target: &Target,
+    store: &dyn Store,
+    origin: ChangeOrigin,
+    found: Vec<Found>,
+    checkpoint: serde_json::Value,
+) -> Result<Committed, CaptureError> {
+    let (events, state) = materialize(target, store, origin, found).await?;
+    let count = events.len() as u64;
+    let appended = store
+        .commit(Commit {
+            resource: target.name.clone(),
+            events,
+            state,
+            checkpoint: Some(checkpoint),
+        })
+        .await?;
+    Ok(Committed {
+        events: count,
+        last_seq: appended.map(|a| a.last_seq),
+    })
 }
 
 /// Field names whose value differs; every field for a creation, none for deletes and

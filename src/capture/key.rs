@@ -129,10 +129,14 @@ fn encode_decimal(d: Decimal, out: &mut Vec<u8>) {
 /// The event subject: key values joined by `/` as in the resource's item URL, each
 /// percent-encoded so a `/` inside a value cannot be mistaken for a separator.
 pub fn subject(values: &[&Value]) -> String {
+    json_subject(values.iter().map(|v| v.to_json()))
+}
+
+/// [`subject`] from the JSON form of the key values (as events and the store hold them).
+pub fn json_subject(values: impl Iterator<Item = serde_json::Value>) -> String {
     values
-        .iter()
         .map(|v| {
-            let text = match v.to_json() {
+            let text = match v {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };

@@ -14,7 +14,7 @@ use chrono::Utc;
 
 use super::CaptureError;
 use super::event::{Found, materialize};
-use super::key::{Identified, TOMBSTONE, identify};
+use super::key::{Identified, TOMBSTONE, identify, json_subject};
 use super::target::{Checkpoint, PassProgress, Target};
 use crate::model::{ChangeOp, ChangeOrigin, FieldType};
 use crate::resource::Resource;
@@ -307,19 +307,7 @@ fn fill_deleted_identity(target: &Target, events: &mut [crate::model::NewEvent])
             .iter()
             .map(|k| (k.clone(), before.get(k).cloned().unwrap_or_default()))
             .collect();
-        e.subject = key
-            .values()
-            .map(|v| {
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                form_urlencoded::byte_serialize(text.as_bytes())
-                    .collect::<String>()
-                    .replace('+', "%20")
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+        e.subject = json_subject(key.values().cloned());
         e.data["key"] = serde_json::Value::Object(key);
     }
 }
