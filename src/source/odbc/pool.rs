@@ -43,7 +43,8 @@ impl Pool {
     /// Runs `work` on a pooled connection in a blocking thread. `work` gets the per-query
     /// timeout in seconds. A connection that turns out dead is discarded with every other idle
     /// one (a restarted server kills them all) and the work is retried once on a fresh one,
-    /// which is safe because sources only read.
+    /// which is safe because queries only read and the two writes (pruning
+    /// exact change-log ids, trigger DDL that drops and re-creates) can be repeated.
     pub(super) async fn run<T, F>(self: &Arc<Self>, work: F) -> Result<T, SourceError>
     where
         T: Send + 'static,
