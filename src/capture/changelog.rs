@@ -96,7 +96,19 @@ pub async fn run_cycle(
             }],
             limit: Some(target.def.batch_size as u64),
         };
-        let log = target.source.fetch(query).await?;
+        let log = target.source.fetch(query).await.map_err(|e| {
+            if e.kind == crate::source::SourceErrorKind::Query {
+                CaptureError::Config(format!(
+                    "cannot read the change log {}: {}; install it with `legacy-bridge \
+                     changelog ddl --resource {} --apply` (or give a DBA its output)",
+                    target.def.changelog_table(),
+                    e.message,
+                    target.name
+                ))
+            } else {
+                e.into()
+            }
+        })?;
         if log.is_empty() {
             break;
         }

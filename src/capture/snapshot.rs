@@ -167,7 +167,11 @@ pub async fn run_pass(
     checkpoint.passes += 1;
     // Marked in the pass's last commit, so a crash cannot separate "done" from its events.
     match origin {
-        ChangeOrigin::Initial => checkpoint.initial_done = true,
+        ChangeOrigin::Initial => {
+            // The initial load is a full pass: reconciliation is not due right after it.
+            checkpoint.initial_done = true;
+            checkpoint.last_reconciliation_at = Some(Utc::now());
+        }
         ChangeOrigin::Reconciliation => checkpoint.last_reconciliation_at = Some(Utc::now()),
         ChangeOrigin::Capture | ChangeOrigin::Resync => {}
     }
