@@ -113,6 +113,9 @@ impl SqliteStore {
         )
         .map_err(|e| open_err(&shown, e))?;
         configure(&writer).map_err(|e| open_err(&shown, e))?;
+        // Before changing anything in the file (even its journal mode), make sure it is ours
+        // to change.
+        schema::check_not_newer(schema::version(&writer)?, &shown)?;
         let mode: String = writer
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(|e| open_err(&shown, e))?;

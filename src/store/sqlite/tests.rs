@@ -309,6 +309,12 @@ async fn a_file_from_a_newer_build_is_refused() {
             other => panic!("expected TooNew, got {other:?}"),
         }
     }
+    // Refused before anything was changed, not even the journal mode.
+    let conn = Connection::open(&path).unwrap();
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
 }
 
 #[tokio::test]
@@ -664,8 +670,14 @@ async fn undecodable_stored_values_are_reported_as_corrupt() {
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
 }
 
-/// Rough timings, run by hand (numbers in the branch's report):
-/// `cargo test --release --lib store::sqlite::tests::perf -- --ignored --nocapture`
+/// Rough timings, run by hand:
+/// `cargo test --release --lib store::sqlite::tests::perf -- --ignored --nocapture --test-threads=1`
+///
+/// On the 2-core dev VM (virtio disk, fsync per commit): a commit of 10,000 Puts (~150-byte
+/// records) plus 100 events 98 ms as inserts, 51-58 ms as updates; `key_records` for 1,000
+/// keys 7 ms (17 ms scattered over 1,000,000 keys); walking 1,000,000 keys with
+/// `key_state_page` in pages of 10,000 0.32-0.34 s; `key_count` of 1,000,000 keys 127 ms;
+/// loading them in 100 commits 12.8 s; file 223 MB.
 mod perf {
     use super::*;
 
