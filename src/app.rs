@@ -162,6 +162,9 @@ pub fn state(
         auth,
         openapi,
         capture: None,
+        change_waiters: Arc::new(tokio::sync::Semaphore::new(
+            config.deployment.server.max_change_waiters,
+        )),
     })
 }
 

@@ -21,7 +21,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::Stream;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use utoipa::openapi::schema::{
     ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
 };
@@ -394,7 +394,7 @@ async fn read_waiting(
         (status = 403, description = "The API key reads no captured resource, or `types` names one it may not read", content_type = "application/problem+json", body = super::Problem),
         (status = 404, description = "Change capture is not configured", content_type = "application/problem+json", body = super::Problem),
         (status = 500, description = "The change store failed", content_type = "application/problem+json", body = super::Problem),
-        (status = 503, description = "The change store is busy; honour Retry-After", content_type = "application/problem+json", body = super::Problem)
+        (status = 503, description = "The change store is busy, or too many clients wait for changes (`server.max_change_waiters`); honour Retry-After", content_type = "application/problem+json", body = super::Problem)
     ))]
 pub async fn feed(
     State(state): State<Arc<AppState>>,
@@ -406,6 +406,12 @@ pub async fn feed(
     let readable = readable_resources(&state.auth, &headers, &captured)?;
     let query = parse_query(raw.as_deref(), FEED_PARAMS, &captured)?;
     let filter = event_filter(query.types.as_deref(), &readable, state.auth.enabled())?;
+    // Only waiting reads hold server state for long; they count against the limit.
+    let _permit = if query.wait > 0 {
+        Some(waiter_permit(&state)?)
+    } else {
+        None
+    };
     let page = read_waiting(
         capture,
         &filter,
@@ -456,7 +462,7 @@ pub async fn feed(
         (status = 403, description = "The API key reads no captured resource, or `types` names one it may not read", content_type = "application/problem+json", body = super::Problem),
         (status = 404, description = "Change capture is not configured", content_type = "application/problem+json", body = super::Problem),
         (status = 500, description = "The change store failed", content_type = "application/problem+json", body = super::Problem),
-        (status = 503, description = "The change store is busy; honour Retry-After", content_type = "application/problem+json", body = super::Problem)
+        (status = 503, description = "The change store is busy, or too many clients wait for changes (`server.max_change_waiters`); honour Retry-After", content_type = "application/problem+json", body = super::Problem)
     ))]
 pub async fn stream(
     State(state): State<Arc<AppState>>,
@@ -469,6 +475,7 @@ pub async fn stream(
     let query = parse_query(raw.as_deref(), STREAM_PARAMS, &captured)?;
     let after = last_event_id(&headers)?.unwrap_or(query.after);
     let filter = event_filter(query.types.as_deref(), &readable, state.auth.enabled())?;
+    let permit = waiter_permit(&state)?;
     // The first page is read before answering, so a failing store is a problem response
     // rather than a stream that ends at once.
     let first = capture.store.events(after, STREAM_PAGE, &filter).await?;
@@ -478,6 +485,7 @@ pub async fn stream(
         filter,
         after: first.next_after,
         pending: first.events.into(),
+        _permit: permit,
     };
     let mut resp = Sse::new(follow.into_stream())
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -517,6 +525,15 @@ struct Follow {
     after: u64,
     /// Events read but not yet handed to the connection (at most [`STREAM_PAGE`]).
     pending: VecDeque<StoredEvent>,
+    /// Held while the stream is open; see `server.max_change_waiters`.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A place among the clients waiting on changes, or 503 when all are taken.
+fn waiter_permit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    Arc::clone(&state.change_waiters)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManyWaiters)
 }
 
 impl Follow {

@@ -33,6 +33,9 @@ pub enum ApiError {
         resource: String,
         error: MappingError,
     },
+    /// Too many clients wait on the change feed (`server.max_change_waiters`).
+    #[error("too many clients waiting for changes")]
+    TooManyWaiters,
     /// The state store (outbox) failed: transient failures are 503 with Retry-After.
     #[error("state store: {0}")]
     Store(#[from] StoreError),
@@ -85,6 +88,18 @@ impl IntoResponse for ApiError {
                 "Forbidden",
                 "this API key may read no captured resource; it needs `<resource>:read` for one of them, or `*:read`",
             ),
+            ApiError::TooManyWaiters => {
+                tracing::warn!("change waiters at their limit (server.max_change_waiters)");
+                let mut p = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too-many-waiters",
+                    "Too many clients waiting for changes",
+                    "the server holds as many waiting change feeds and streams as it is \
+                     configured for; retry shortly or poll without `wait`",
+                );
+                p.retry_after = Some(1);
+                p
+            }
             ApiError::Store(error) => store_problem(error),
             ApiError::Source { source_name, error } => {
                 tracing::warn!(source = %source_name, kind = ?error.kind, error = %error.message, "legacy source error");

@@ -40,6 +40,8 @@ pub struct AppState {
     pub openapi: utoipa::openapi::OpenApi,
     /// Change capture, when any resource has a `capture` section.
     pub capture: Option<CaptureHandle>,
+    /// Permits for clients waiting on changes (long-polls with `wait`, SSE streams).
+    pub change_waiters: Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds the service's router. Every route answers within `request_timeout` (503 after it)

@@ -19,6 +19,9 @@ pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_ACQUIRE_TIMEOUT_MS: u64 = 2_000;
 /// Whole-request deadline on the HTTP side.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Clients that may wait on the change feed at once (waiting long-polls plus open SSE
+/// streams); beyond it they get 503 + Retry-After rather than unbounded server state.
+pub const DEFAULT_MAX_CHANGE_WAITERS: usize = 256;
 
 /// The top of a deployment config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +69,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// See [`DEFAULT_MAX_CHANGE_WAITERS`].
+    #[serde(default = "default_max_change_waiters")]
+    pub max_change_waiters: usize,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +79,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            max_change_waiters: DEFAULT_MAX_CHANGE_WAITERS,
         }
     }
 }
@@ -85,6 +92,10 @@ fn default_listen() -> SocketAddr {
 
 fn default_request_timeout_ms() -> u64 {
     DEFAULT_REQUEST_TIMEOUT_MS
+}
+
+fn default_max_change_waiters() -> usize {
+    DEFAULT_MAX_CHANGE_WAITERS
 }
 
 /// Whether requests need an API key. There is no default: running open must be a choice.

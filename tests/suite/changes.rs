@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::engines::{Engine, TestDb};
-use super::harness::{Bridge, problem, start, start_with_capture};
+use super::harness::{Bridge, problem, start, start_with_capture, start_with_capture_and};
 
 /// Request timeout of the bridges here: shorter than the waits the tests use, to show the
 /// change routes are exempt from it.
@@ -556,6 +556,42 @@ async fn resync_requests_need_admin_write_and_reach_the_capture_task() {
     // The request waits for the resource's task, exactly once.
     assert!(outbox.status.take_resync("prices"));
     assert!(!outbox.status.take_resync("prices"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_clients_beyond_the_limit_get_503_with_retry_after() {
+    let db = TestDb::create(Engine::Sqlite).unwrap();
+    let outbox = Outbox::new();
+    seed(&outbox).await;
+    let bridge = start_with_capture_and(
+        &db.connection_string,
+        outbox.handle(),
+        SHORT_TIMEOUT,
+        "\n[server]\nmax_change_waiters = 1\n",
+    )
+    .await;
+
+    // GIVEN one open stream, which holds the only place
+    let stream = bridge.get("/v1/changes/stream?after=7").await;
+    assert_eq!(stream.status(), 200);
+    // WHEN another client waits, THEN it is told to come back
+    let resp = bridge.get("/v1/changes?after=7&wait=5").await;
+    assert_eq!(header(&resp, "retry-after"), "1");
+    let body = problem(resp, 503).await;
+    assert!(body["type"].as_str().unwrap().ends_with("too-many-waiters"));
+    // ... while a read that does not wait is served
+    assert_eq!(bridge.get("/v1/changes?after=0").await.status(), 200);
+    // AND once the stream is closed, the place is free again
+    drop(stream);
+    let mut freed = false;
+    for _ in 0..100 {
+        if bridge.get("/v1/changes?after=7&wait=1").await.status() == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "closing the stream never freed its place");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,17 @@ pub async fn start_with_capture(
     .await
 }
 
+/// As [`start_with_capture`], with extra deployment config appended after the source (it
+/// may open new tables such as `[server]`).
+pub async fn start_with_capture_and(
+    connection_string: &str,
+    capture: CaptureHandle,
+    request_timeout: Duration,
+    extra: &str,
+) -> Bridge {
+    start_inner(connection_string, extra, Some(capture), request_timeout).await
+}
+
 async fn start_inner(
     connection_string: &str,
     source_extra: &str,
