@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::changes::capture_of;
 use super::error::ApiError;
-use crate::auth::{ADMIN_READ, ADMIN_WRITE, AuthError};
+use crate::auth::{ADMIN_READ, ADMIN_WRITE};
 use crate::capture::ResourceCaptureStatus;
 
 /// The outbox as a whole.
@@ -40,14 +40,6 @@ pub struct ResyncAccepted {
     pub status: String,
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, scope: &str) -> Result<(), ApiError> {
-    match state.auth.authorize(headers, scope) {
-        Ok(_) => Ok(()),
-        Err(AuthError::Unauthenticated) => Err(ApiError::Unauthorized),
-        Err(AuthError::MissingScope(s)) => Err(ApiError::Forbidden(s)),
-    }
-}
-
 /// Re-snapshot one captured resource.
 ///
 /// Queues a resync pass: the resource's capture task emits every current row as a
@@ -68,7 +60,7 @@ pub async fn resync(
     Path(resource): Path<String>,
 ) -> Result<(StatusCode, Json<ResyncAccepted>), ApiError> {
     let capture = capture_of(&state)?;
-    authorize(&state, &headers, ADMIN_WRITE)?;
+    state.auth.authorize(&headers, ADMIN_WRITE)?;
     if !capture.status.request_resync(&resource) {
         return Err(ApiError::NotFound(format!(
             "resource `{resource}` is not captured"
@@ -103,7 +95,7 @@ pub async fn capture(
     headers: HeaderMap,
 ) -> Result<Json<CaptureOverview>, ApiError> {
     let capture = capture_of(&state)?;
-    authorize(&state, &headers, ADMIN_READ)?;
+    state.auth.authorize(&headers, ADMIN_READ)?;
     let resources = capture.status.snapshot();
     let last_seq = capture.store.last_seq().await?;
     Ok(Json(CaptureOverview {

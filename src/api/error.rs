@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::problem::Problem;
+use crate::auth::AuthError;
 use crate::resource::MappingError;
 use crate::source::{SourceError, SourceErrorKind};
 use crate::store::StoreError;
@@ -39,6 +40,15 @@ pub enum ApiError {
     /// The state store (outbox) failed: transient failures are 503 with Retry-After.
     #[error("state store: {0}")]
     Store(#[from] StoreError),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthenticated => ApiError::Unauthorized,
+            AuthError::MissingScope(scope) => ApiError::Forbidden(scope),
+        }
+    }
 }
 
 impl ApiError {

@@ -136,33 +136,16 @@ fn equality(field: &BoundField, mut values: Vec<Param>) -> Predicate {
     }
 }
 
-/// `(a, b, c) > (x, y, z)` in the given directions, spelled out as
-/// `a > x OR (a = x AND b > y) OR (a = x AND b = y AND c > z)` so every engine understands it.
+/// Rows after the cursor's values in the list's order.
 fn keyset(resource: &Resource, order: &[(usize, bool)], values: Vec<Value>) -> Predicate {
-    let mut alternatives = Vec::with_capacity(order.len());
-    for n in 0..order.len() {
-        let mut terms = Vec::with_capacity(n + 1);
-        for (j, ((i, desc), value)) in order.iter().zip(&values).enumerate().take(n + 1) {
+    let columns: Vec<_> = order
+        .iter()
+        .map(|(i, desc)| {
             let f = &resource.fields[*i];
-            let op = if j < n {
-                CompareOp::Eq
-            } else if *desc {
-                CompareOp::Lt
-            } else {
-                CompareOp::Gt
-            };
-            terms.push(Predicate::Compare {
-                column: f.column.clone(),
-                op,
-                param: Param {
-                    value: value.clone(),
-                    sql_type: f.sql_type,
-                },
-            });
-        }
-        alternatives.push(Predicate::And(terms));
-    }
-    Predicate::Or(alternatives)
+            (f.column.clone(), f.sql_type, *desc)
+        })
+        .collect();
+    Predicate::keyset_after(&columns, &values)
 }
 
 /// Builds the query for one record by its key values (already parsed).

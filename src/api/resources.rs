@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::params::parse_list;
 use super::plan::{plan_get, plan_list};
 use super::{AppState, cursor};
-use crate::auth::AuthError;
+use crate::auth::read_scope;
 use crate::model::Value;
 use crate::resource::Resource;
 use crate::source::{Row, SelectQuery};
@@ -56,12 +56,10 @@ pub fn item_path(resource: &Resource) -> String {
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap, resource: &Resource) -> Result<(), ApiError> {
-    let scope = format!("{}:read", resource.schema.name);
-    match state.auth.authorize(headers, &scope) {
-        Ok(_) => Ok(()),
-        Err(AuthError::Unauthenticated) => Err(ApiError::Unauthorized),
-        Err(AuthError::MissingScope(s)) => Err(ApiError::Forbidden(s)),
-    }
+    state
+        .auth
+        .authorize(headers, &read_scope(&resource.schema.name))?;
+    Ok(())
 }
 
 async fn fetch(

@@ -289,22 +289,11 @@ fn page_query(
     if let Some((c, key)) = after {
         let mut values = vec![c.clone()];
         values.extend(key.iter().cloned());
-        let mut alternatives = Vec::with_capacity(order.len());
-        for n in 0..order.len() {
-            let terms = order
-                .iter()
-                .zip(&values)
-                .take(n + 1)
-                .enumerate()
-                .map(|(j, ((column, sql_type), value))| Predicate::Compare {
-                    column: column.clone(),
-                    op: if j < n { CompareOp::Eq } else { CompareOp::Gt },
-                    param: param(value, *sql_type),
-                })
-                .collect();
-            alternatives.push(Predicate::And(terms));
-        }
-        filter.push(Predicate::Or(alternatives));
+        let columns: Vec<_> = order
+            .iter()
+            .map(|(column, sql_type)| (column.clone(), *sql_type, false))
+            .collect();
+        filter.push(Predicate::keyset_after(&columns, &values));
     }
     SelectQuery {
         relation: target.resource.relation.clone(),

@@ -85,6 +85,42 @@ pub enum Predicate {
     Or(Vec<Predicate>),
 }
 
+impl Predicate {
+    /// Rows after `values` in the order of `columns` (`(column, sql type, descending)`):
+    /// `(a, b, c) > (x, y, z)` spelled out as `a > x OR (a = x AND b > y) OR (a = x AND b = y
+    /// AND c > z)`, with `<` for descending columns, so every engine understands it. Used by
+    /// keyset pagination in the API and by cursor capture.
+    pub fn keyset_after(columns: &[(String, SqlType, bool)], values: &[Value]) -> Predicate {
+        let mut alternatives = Vec::with_capacity(columns.len());
+        for n in 0..columns.len() {
+            let terms = columns
+                .iter()
+                .zip(values)
+                .take(n + 1)
+                .enumerate()
+                .map(
+                    |(j, ((column, sql_type, descending), value))| Predicate::Compare {
+                        column: column.clone(),
+                        op: if j < n {
+                            CompareOp::Eq
+                        } else if *descending {
+                            CompareOp::Lt
+                        } else {
+                            CompareOp::Gt
+                        },
+                        param: Param {
+                            value: value.clone(),
+                            sql_type: *sql_type,
+                        },
+                    },
+                )
+                .collect();
+            alternatives.push(Predicate::And(terms));
+        }
+        Predicate::Or(alternatives)
+    }
+}
+
 /// One ORDER BY term.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderBy {
