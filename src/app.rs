@@ -112,13 +112,14 @@ pub async fn start_capture(app: &mut App) -> Result<(), StartError> {
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
         .await
         .map_err(|e| StoreError::Io(format!("opening the state store failed: {e}")))??;
+    let captured = targets.len();
     let runtime = CaptureRuntime::start(targets, Arc::new(store)).await?;
     let Some(state) = Arc::get_mut(&mut app.state) else {
         runtime.shutdown().await;
         return Err(StoreError::Io("capture must start before the API is shared".into()).into());
     };
     state.capture = Some(runtime.handle.clone());
-    tracing::info!(resources = runtime.handle.status.snapshot().len(), state = %app.config.state_path().display(), "capture started");
+    tracing::info!(resources = captured, state = %app.config.state_path().display(), "capture started");
     app.capture = Some(runtime);
     Ok(())
 }

@@ -15,7 +15,7 @@ use chrono::Utc;
 use super::CaptureError;
 use super::changelog_table::{ID_COLUMN, TABLE_COLUMN, key_column};
 use super::event::{Found, commit_found};
-use super::key::{Observed, TOMBSTONE, encode_key, observe, subject};
+use super::key::{Observed, TOMBSTONE, encode_key, key_json, observe, subject};
 use super::target::{Checkpoint, Target};
 use crate::model::{ChangeOp, ChangeOrigin, FieldType, Value};
 use crate::source::{
@@ -175,16 +175,7 @@ async fn diff_keys(
             values.push(f.to_field_value(v.clone())?);
         }
         let refs: Vec<&Value> = values.iter().collect();
-        let key_json = serde_json::Value::Object(
-            resource
-                .schema
-                .key
-                .iter()
-                .zip(&values)
-                .map(|(k, v)| (k.clone(), v.to_json()))
-                .collect(),
-        );
-        wanted.push((encode_key(&refs), subject(&refs), key_json));
+        wanted.push((encode_key(&refs), subject(&refs), key_json(target, &refs)));
     }
     let mut current: HashMap<Vec<u8>, Observed> = HashMap::new();
     for chunk in keys.chunks(KEYS_PER_QUERY) {
@@ -215,7 +206,7 @@ async fn diff_keys(
             limit: Some((chunk.len() * 2) as u64),
         };
         for row in target.source.fetch(query).await? {
-            let o = observe(resource, row)?;
+            let o = observe(target, row)?;
             current.insert(o.key.clone(), o);
         }
     }

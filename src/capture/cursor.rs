@@ -137,7 +137,7 @@ pub async fn run_cycle(
             let raw_cursor = row.get(cursor_at).cloned().unwrap_or(Value::Null);
             let raw_key = target.raw_key(&row);
             after = Some((raw_cursor.clone(), raw_key));
-            let observed = observe(&target.resource, row)?;
+            let observed = observe(target, row)?;
             if observed.null_key || matches!(raw_cursor, Value::Null) {
                 continue;
             }

@@ -58,14 +58,14 @@ pub async fn bind_targets(
             }
             None => None,
         };
-        targets.push(Target {
-            name: name.to_owned(),
-            resource: Arc::clone(resource),
-            def: capture.clone(),
-            source: Arc::clone(source),
-            event_source: format!("/sources/{}/{}", def.source, name),
+        targets.push(Target::new(
+            name,
+            Arc::clone(resource),
+            capture.clone(),
+            Arc::clone(source),
+            format!("/sources/{}/{}", def.source, name),
             cursor,
-        });
+        ));
     }
     Ok(targets)
 }
@@ -353,13 +353,12 @@ impl Worker {
         emit: Emit,
     ) -> Result<PassStats, CaptureError> {
         let name = self.target.name.clone();
-        let expected = self.store.key_count(&name).await.unwrap_or_default();
-        let kind = serde_json::to_value(origin)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
         let visible = emit != Emit::Diff || origin == ChangeOrigin::Reconciliation;
         if visible {
+            // Counting keys reads the whole key state: only for passes shown as progress, not
+            // for every snapshot-diff cycle.
+            let expected = self.store.key_count(&name).await.unwrap_or_default();
+            let kind = origin.as_str().to_owned();
             let started_at = Utc::now();
             self.status.update(&name, |s| {
                 if emit != Emit::Diff {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::CaptureError;
-use super::key::TOMBSTONE;
+use super::key::{TOMBSTONE, json_subject};
 use super::target::Target;
 use crate::model::{ChangeOp, ChangeOrigin, NewEvent, event_type};
 use crate::store::{Commit, KeyState, RowHash, StateChange, Store};
@@ -19,7 +19,9 @@ pub struct Found {
     pub op: ChangeOp,
     pub key: Vec<u8>,
     pub subject: String,
-    /// `{"sku": "A1001", ...}`: the key fields of the record.
+    /// `{"sku": "A1001", ...}`: the key fields of the record. `Null` when only the key's
+    /// encoding is known (a deletion found by a full pass): key and subject are then taken
+    /// from the `before` image.
     pub key_json: serde_json::Value,
     /// The record now; `None` for deletes.
     pub after: Option<serde_json::Value>,
@@ -75,12 +77,16 @@ pub async fn materialize(
             .as_deref()
             .and_then(|t| serde_json::from_str(t).ok())
             .filter(|v: &serde_json::Value| !v.is_null());
+        let (subject, key_json) = match (&f.key_json, &before) {
+            (serde_json::Value::Null, Some(b)) => identity_from(target, b),
+            _ => (f.subject, f.key_json),
+        };
         let version = f.prior_version + 1;
         let changed = changed_fields(f.op, before.as_ref(), f.after.as_ref());
         let data = serde_json::json!({
             "op": f.op,
             "origin": origin,
-            "key": f.key_json,
+            "key": key_json,
             "before": before,
             "after": f.after,
             "changed": changed,
@@ -91,7 +97,7 @@ pub async fn materialize(
             resource: target.name.clone(),
             source: target.event_source.clone(),
             event_type: event_type(&target.name, f.op),
-            subject: f.subject,
+            subject,
             time: f.time,
             data,
         });
@@ -113,6 +119,19 @@ pub async fn materialize(
         });
     }
     Ok((events, state))
+}
+
+/// Key object and subject of a record, read from its JSON.
+fn identity_from(target: &Target, record: &serde_json::Value) -> (String, serde_json::Value) {
+    let key: serde_json::Map<String, serde_json::Value> = target
+        .resource
+        .schema
+        .key
+        .iter()
+        .map(|k| (k.clone(), record.get(k).cloned().unwrap_or_default()))
+        .collect();
+    let subject = json_subject(key.values().cloned());
+    (subject, serde_json::Value::Object(key))
 }
 
 /// What a step committed: events appended and the last outbox position.

@@ -14,8 +14,9 @@ use rust_decimal::Decimal;
 
 use chrono::{Datelike, Timelike};
 
+use super::target::Target;
 use crate::model::Value;
-use crate::resource::{MappingError, Resource};
+use crate::resource::MappingError;
 use crate::source::Row;
 use crate::store::RowHash;
 
@@ -174,16 +175,13 @@ pub struct Observed {
 
 /// Maps a row (selected with the resource's columns first; extra columns are ignored) and
 /// derives its key and hash without building JSON.
-pub fn identify(resource: &Resource, row: Row) -> Result<Identified, MappingError> {
+pub fn identify(target: &Target, row: Row) -> Result<Identified, MappingError> {
+    let resource = &target.resource;
     let mut values = Vec::with_capacity(resource.fields.len());
     for (field, raw) in resource.fields.iter().zip(row) {
         values.push(field.to_field_value(raw)?);
     }
-    let key_values: Vec<&Value> = resource
-        .key_positions()
-        .iter()
-        .map(|&i| values.get(i).unwrap_or(&Value::Null))
-        .collect();
+    let key_values = key_values_of(target, &values);
     let null_key = key_values.iter().any(|v| matches!(v, Value::Null));
     let key = encode_key(&key_values);
     let hash = hash_values(&values);
@@ -196,30 +194,42 @@ pub fn identify(resource: &Resource, row: Row) -> Result<Identified, MappingErro
 }
 
 /// Maps a row and builds everything an event needs.
-pub fn observe(resource: &Resource, row: Row) -> Result<Observed, MappingError> {
-    Ok(identify(resource, row)?.observe(resource))
+pub fn observe(target: &Target, row: Row) -> Result<Observed, MappingError> {
+    Ok(identify(target, row)?.observe(target))
+}
+
+/// The key values among a record's field values, in key order.
+fn key_values_of<'a>(target: &Target, values: &'a [Value]) -> Vec<&'a Value> {
+    target
+        .key_positions()
+        .iter()
+        .map(|&i| values.get(i).unwrap_or(&Value::Null))
+        .collect()
+}
+
+/// `{"sku": "A1001", "location": "S01"}`: the key of an event, from key values in key order.
+pub fn key_json(target: &Target, key_values: &[&Value]) -> serde_json::Value {
+    serde_json::Value::Object(
+        target
+            .resource
+            .schema
+            .key
+            .iter()
+            .zip(key_values)
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect(),
+    )
 }
 
 impl Identified {
     /// The event-facing form of the row.
-    pub fn observe(self, resource: &Resource) -> Observed {
-        let key_values: Vec<&Value> = resource
-            .key_positions()
-            .iter()
-            .map(|&i| self.values.get(i).unwrap_or(&Value::Null))
-            .collect();
+    pub fn observe(self, target: &Target) -> Observed {
+        let key_values = key_values_of(target, &self.values);
         let subject = subject(&key_values);
-        let key_json = serde_json::Value::Object(
-            resource
-                .schema
-                .key
-                .iter()
-                .zip(&key_values)
-                .map(|(k, v)| (k.clone(), v.to_json()))
-                .collect(),
-        );
+        let key_json = key_json(target, &key_values);
         let json = serde_json::Value::Object(
-            resource
+            target
+                .resource
                 .fields
                 .iter()
                 .zip(&self.values)

@@ -10,7 +10,7 @@ mod cursor;
 mod drift;
 mod engine;
 mod event;
-pub mod key;
+mod key;
 #[cfg(test)]
 mod model_tests;
 mod snapshot;

@@ -203,14 +203,14 @@ proptest! {
             });
             let def: CaptureDef =
                 toml::from_str("strategy = \"snapshot-diff\"\nbatch_size = 3").unwrap();
-            let target = Target {
-                name: "stock".into(),
-                resource: Arc::new(resource()),
+            let target = Target::new(
+                "stock",
+                Arc::new(resource()),
                 def,
-                source: source.clone(),
-                event_source: "/sources/mem/stock".into(),
-                cursor: None,
-            };
+                source.clone(),
+                "/sources/mem/stock".into(),
+                None,
+            );
             let mut checkpoint = Checkpoint::default();
             let mut replica = BTreeMap::new();
             let mut after = 0;

@@ -14,7 +14,7 @@ use chrono::Utc;
 
 use super::CaptureError;
 use super::event::{Found, materialize};
-use super::key::{Identified, TOMBSTONE, identify, json_subject};
+use super::key::{Identified, TOMBSTONE, identify};
 use super::target::{Checkpoint, PassProgress, Target};
 use crate::model::{ChangeOp, ChangeOrigin, FieldType};
 use crate::resource::Resource;
@@ -118,7 +118,7 @@ pub async fn run_pass(
         }
         for row in batch {
             merge.stats.rows += 1;
-            let seen = identify(resource, row)?;
+            let seen = identify(target, row)?;
             if seen.null_key {
                 continue;
             }
@@ -221,7 +221,7 @@ impl Merge<'_> {
         };
         self.last_key = Some(seen.key.clone());
         let Some(op) = op else { return };
-        let seen = seen.observe(&self.target.resource);
+        let seen = seen.observe(self.target);
         let prior_version = prior.as_ref().map_or(0, |p| p.version);
         let before = match live {
             Some(_) => None,
@@ -246,11 +246,11 @@ impl Merge<'_> {
         if old.hash == TOMBSTONE {
             return;
         }
-        let subject = hex::encode(&old.key);
+        // Only the key's encoding is known here; `materialize` names it from the last record.
         self.pending.push(Found {
             op: ChangeOp::Deleted,
             key: old.key,
-            subject,
+            subject: String::new(),
             key_json: serde_json::Value::Null,
             after: None,
             hash: TOMBSTONE,
@@ -269,10 +269,7 @@ impl Merge<'_> {
         let (mut events, state) = if found.is_empty() {
             (Vec::new(), Vec::new())
         } else {
-            let (mut events, state) =
-                materialize(self.target, self.store, self.origin, found).await?;
-            fill_deleted_identity(self.target, &mut events);
-            (std::mem::take(&mut events), state)
+            materialize(self.target, self.store, self.origin, found).await?
         };
         if self.emit == Emit::Silent {
             events.clear();
@@ -291,28 +288,6 @@ impl Merge<'_> {
             self.stats.last_seq = Some(a.last_seq);
         }
         Ok(())
-    }
-}
-
-/// Deleted keys are known only by their encoding; their subject and key come from the
-/// `before` image.
-fn fill_deleted_identity(target: &Target, events: &mut [crate::model::NewEvent]) {
-    for e in events.iter_mut() {
-        if e.data.get("op").and_then(|o| o.as_str()) != Some("deleted") {
-            continue;
-        }
-        let Some(before) = e.data.get("before").and_then(|b| b.as_object()).cloned() else {
-            continue;
-        };
-        let key: serde_json::Map<String, serde_json::Value> = target
-            .resource
-            .schema
-            .key
-            .iter()
-            .map(|k| (k.clone(), before.get(k).cloned().unwrap_or_default()))
-            .collect();
-        e.subject = json_subject(key.values().cloned());
-        e.data["key"] = serde_json::Value::Object(key);
     }
 }
 

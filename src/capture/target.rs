@@ -106,9 +106,38 @@ pub struct Target {
     /// CloudEvents `source` of its events.
     pub event_source: String,
     pub cursor: Option<CursorColumn>,
+    /// Positions of the key fields among the resource's fields, in key order; worked out once
+    /// because every row read needs them.
+    key_positions: Vec<usize>,
 }
 
 impl Target {
+    /// A target for `resource` under the capture section `def`.
+    pub fn new(
+        name: &str,
+        resource: Arc<Resource>,
+        def: CaptureDef,
+        source: Arc<dyn Source>,
+        event_source: String,
+        cursor: Option<CursorColumn>,
+    ) -> Self {
+        let key_positions = resource.key_positions();
+        Self {
+            name: name.to_owned(),
+            resource,
+            def,
+            source,
+            event_source,
+            cursor,
+            key_positions,
+        }
+    }
+
+    /// See the field.
+    pub fn key_positions(&self) -> &[usize] {
+        &self.key_positions
+    }
+
     /// The strategy's name for status output.
     pub fn strategy(&self) -> StrategyKind {
         self.def.strategy
@@ -142,12 +171,9 @@ impl Target {
 
     /// Raw key values (as the source returned them) of a selected row, for keyset paging.
     pub fn raw_key(&self, row: &Row) -> Vec<Value> {
-        self.resource
-            .schema
-            .key
+        self.key_positions
             .iter()
-            .filter_map(|k| self.resource.fields.iter().position(|f| &f.name == k))
-            .map(|i| row.get(i).cloned().unwrap_or(Value::Null))
+            .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
             .collect()
     }
 }

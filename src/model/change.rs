@@ -49,6 +49,18 @@ pub enum ChangeOrigin {
     Resync,
 }
 
+impl ChangeOrigin {
+    /// The spelling used in `data.origin` and status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOrigin::Initial => "initial",
+            ChangeOrigin::Capture => "capture",
+            ChangeOrigin::Reconciliation => "reconciliation",
+            ChangeOrigin::Resync => "resync",
+        }
+    }
+}
+
 /// The CloudEvents `type` of a change: `inventory.updated`.
 pub fn event_type(resource: &str, op: ChangeOp) -> String {
     format!("{resource}.{}", op.as_str())

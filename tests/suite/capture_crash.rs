@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use legacy_bridge::capture::key::observe;
 use legacy_bridge::model::StoredEvent;
 use legacy_bridge::source::SelectQuery;
 use legacy_bridge::store::SqliteStore;
@@ -198,8 +197,22 @@ async fn database_rows(rig: &Rig) -> HashMap<(String, String), Json> {
             .await
             .expect("read the legacy tables");
         for row in rows {
-            let seen = observe(&resource, row).expect("row maps");
-            out.insert((name.to_owned(), seen.key_json.to_string()), seen.json);
+            // Mapped by the resource itself, independently of capture's own row handling.
+            let record = resource.record(row).expect("row maps");
+            let key: serde_json::Map<String, Json> = resource
+                .schema
+                .key
+                .iter()
+                .map(|k| (k.clone(), record[k.as_str()].to_json()))
+                .collect();
+            let json: serde_json::Map<String, Json> = record
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect();
+            out.insert(
+                (name.to_owned(), Json::Object(key).to_string()),
+                Json::Object(json),
+            );
         }
     }
     out
