@@ -1,5 +1,5 @@
-//! legacy-bridge: a documented REST API (and, later, change events) in front of legacy
-//! ERP/POS databases and file exports, without touching them.
+//! legacy-bridge: a documented REST API and a change-event feed in front of legacy ERP/POS
+//! databases (and, later, file exports), without touching them.
 
 pub mod api;
 pub mod app;

@@ -1,6 +1,7 @@
 //! Configuration: the deployment config (server, sources, keys, which adapters) and adapter
-//! definitions (how legacy tables map onto resources). Parsing and [`validate`] are pure;
-//! checks that need a live source happen in [`crate::catalog`].
+//! definitions (how legacy tables map onto resources, and how their changes are captured).
+//! Parsing and [`validate`] are pure; checks that need a live source happen when resources
+//! are bound ([`crate::resource::bind_resource`]) and capture targets resolved.
 
 mod adapter;
 mod capture;
@@ -16,8 +17,9 @@ pub use capture::{
 };
 pub use deployment::{
     ApiKeyConfig, AuthConfig, AuthMode, DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_LISTEN,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_QUERY_TIMEOUT_SECS, DEFAULT_STATE_PATH, DeploymentConfig,
-    OdbcSourceConfig, ServerConfig, SourceConfig, StateConfig,
+    DEFAULT_MAX_CHANGE_WAITERS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUERY_TIMEOUT_SECS,
+    DEFAULT_STATE_PATH, DeploymentConfig, OdbcSourceConfig, ServerConfig, SourceConfig,
+    StateConfig,
 };
 pub use env::expand_env;
 pub use error::ConfigError;

@@ -7,17 +7,9 @@ use std::time::Duration;
 use legacy_bridge::capture::CaptureState;
 
 use super::capture_harness::{
-    ENGINES, Rig, assert_gap_free, berlin_now, dec, has, inventory, sql, the,
+    ENGINES, INVENTORY_CURSOR, Rig, assert_gap_free, berlin_now, dec, has, inventory, sql, the,
 };
 use super::engines::TestDb;
-
-const INVENTORY_CURSOR: &str = r#"
-strategy = "cursor"
-cursor_column = "LAST_UPD"
-interval_ms = 100
-settle_ms = 200
-initial = "none"
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_column_pauses_capture_until_it_is_back() {

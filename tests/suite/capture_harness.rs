@@ -800,3 +800,13 @@ impl Source for ClockedSource {
         self.inner.ping().await
     }
 }
+
+/// A fast timestamp cursor on inventory with a silent initial load, shared by tests that only
+/// need "inventory is being captured".
+pub const INVENTORY_CURSOR: &str = r#"
+strategy = "cursor"
+cursor_column = "LAST_UPD"
+interval_ms = 100
+settle_ms = 200
+initial = "none"
+"#;

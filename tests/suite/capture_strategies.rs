@@ -6,8 +6,8 @@ use legacy_bridge::model::StoredEvent;
 use serde_json::json;
 
 use super::capture_harness::{
-    ENGINES, Rig, assert_gap_free, berlin, berlin_now, changed, changelog_table, dec, has, instant,
-    inventory, names, prices, products, sales, sql, the,
+    ENGINES, INVENTORY_CURSOR, Rig, assert_gap_free, berlin, berlin_now, changed, changelog_table,
+    dec, has, instant, inventory, names, prices, products, sales, sql, the,
 };
 use super::engines::{Engine, TestDb};
 
@@ -21,14 +21,6 @@ fn envelope(e: &StoredEvent, resource: &str, op: &str, origin: &str) {
     assert_eq!(ev.data["origin"], origin, "{}", ev.data);
     assert_eq!(ev.id.len(), 32, "id is 128 bits of hex: {}", ev.id);
 }
-
-const INVENTORY_CURSOR: &str = r#"
-strategy = "cursor"
-cursor_column = "LAST_UPD"
-interval_ms = 100
-settle_ms = 200
-initial = "none"
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamp_cursor_captures_inserts_and_updates_once() {
