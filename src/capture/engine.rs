@@ -404,10 +404,7 @@ impl Worker {
             || self
                 .drift_checked
                 .is_none_or(|at| at.elapsed() >= DRIFT_CHECK_INTERVAL);
-        let paused = self
-            .status
-            .get(&self.target.name)
-            .is_some_and(|s| s.state == CaptureState::Paused);
+        let paused = self.status.state(&self.target.name) == Some(CaptureState::Paused);
         if !due && !paused {
             return Ok(());
         }

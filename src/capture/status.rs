@@ -143,6 +143,11 @@ impl StatusBoard {
             .is_ok_and(|mut set| set.remove(resource))
     }
 
+    /// One resource's state, without copying its status.
+    pub fn state(&self, resource: &str) -> Option<CaptureState> {
+        self.resources.lock().ok()?.get(resource).map(|s| s.state)
+    }
+
     /// A copy of one resource's status.
     pub fn get(&self, resource: &str) -> Option<ResourceCaptureStatus> {
         self.resources.lock().ok()?.get(resource).cloned()
