@@ -61,7 +61,7 @@ pub async fn build(config: LoadedConfig, wait: Duration) -> Result<App, StartErr
         })?;
         let schema = match config.deployment.sources.get(&def.source) {
             Some(SourceConfig::Odbc(o)) => o.schema.clone(),
-            None => None,
+            Some(SourceConfig::Files(_)) | None => None,
         };
         if !catalogs.contains_key(&def.source) {
             let tables = loop {

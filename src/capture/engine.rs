@@ -324,6 +324,9 @@ impl Worker {
                 let stats = self.pass(cp, ChangeOrigin::Capture, Emit::Diff).await?;
                 return Ok(pass_outcome(stats));
             }
+            StrategyKind::Export => {
+                return Err(CaptureError::Config("export capture is being built".into()));
+            }
         };
         if self.reconciliation_due(cp) {
             let stats = self

@@ -5,6 +5,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use super::capture::CaptureDef;
+use super::files::FileDef;
 use crate::model::FieldType;
 
 /// One adapter file.
@@ -50,9 +51,13 @@ pub struct ResourceDef {
     #[serde(default)]
     pub description: Option<String>,
     pub fields: IndexMap<String, FieldDef>,
-    /// How changes are found; a resource without it is served but not captured.
+    /// How changes are found; a resource without it is served but not captured (file
+    /// resources are always captured, by strategy `export`).
     #[serde(default)]
     pub capture: Option<CaptureDef>,
+    /// Resources of a `files` source: which exports, in which format.
+    #[serde(default)]
+    pub file: Option<FileDef>,
 }
 
 /// Which padding to strip from text, for CHAR columns padded with spaces.

@@ -32,6 +32,8 @@ pub enum StrategyKind {
     SnapshotDiff,
     /// Read a trigger-fed log table, then prune what was read.
     Changelog,
+    /// Diff the newest complete export file against the previous one (file resources).
+    Export,
 }
 
 impl StrategyKind {
@@ -41,6 +43,7 @@ impl StrategyKind {
             StrategyKind::Cursor => "cursor",
             StrategyKind::SnapshotDiff => "snapshot-diff",
             StrategyKind::Changelog => "changelog",
+            StrategyKind::Export => "export",
         }
     }
 }

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use super::files::FilesSourceConfig;
+
 /// Where the server listens unless configured otherwise: loopback only, so a fresh install
 /// exposes nothing to the network by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -132,12 +134,15 @@ pub struct ApiKeyConfig {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     Odbc(OdbcSourceConfig),
+    /// A folder of export files; see [`FilesSourceConfig`].
+    Files(FilesSourceConfig),
 }
 
 impl fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceConfig::Odbc(c) => c.fmt(f),
+            SourceConfig::Files(c) => c.fmt(f),
         }
     }
 }

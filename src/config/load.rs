@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::adapter::{AdapterFile, ResourceDef};
+use super::capture::StrategyKind;
 use super::deployment::{AuthMode, DeploymentConfig, SourceConfig};
 use super::env::expand_env;
 use super::error::ConfigError;
@@ -86,6 +87,7 @@ pub fn parse_deployment(path: &Path, text: &str) -> Result<DeploymentConfig, Con
 pub fn expand_sources(path: &Path, deployment: &mut DeploymentConfig) -> Result<(), ConfigError> {
     for (name, source) in deployment.sources.iter_mut() {
         match source {
+            SourceConfig::Files(_) => {}
             SourceConfig::Odbc(odbc) => {
                 odbc.connection_string =
                     expand_env(&odbc.connection_string, |v| std::env::var(v).ok()).map_err(
@@ -148,6 +150,9 @@ pub fn validate(config: &LoadedConfig) -> Result<(), ConfigError> {
     for (name, source) in &dep.sources {
         check_name(path, &format!("sources.{name}"), name)?;
         match source {
+            SourceConfig::Files(files) => {
+                super::files::validate_files_source(path, name, files)?;
+            }
             SourceConfig::Odbc(odbc) => {
                 if odbc.max_connections == 0 {
                     return Err(ConfigError::new(
@@ -260,6 +265,36 @@ fn validate_auth(
     Ok(())
 }
 
+/// A resource of a `files` source: its `file` section stands in for `table`, and its changes
+/// come from diffing exports.
+fn validate_file_resource(file: &Path, at: &str, def: &ResourceDef) -> Result<(), ConfigError> {
+    let Some(file_def) = &def.file else {
+        return Err(ConfigError::new(
+            file,
+            format!("{at}.file"),
+            "a resource of a `files` source needs a `file` section (pattern, format)",
+        ));
+    };
+    if def.table.is_some() || def.query.is_some() {
+        return Err(ConfigError::new(
+            file,
+            at,
+            "a resource of a `files` source reads its `file` section, not `table` or `query`",
+        ));
+    }
+    if let Some(capture) = &def.capture
+        && capture.strategy != StrategyKind::Export
+    {
+        return Err(ConfigError::new(
+            file,
+            format!("{at}.capture.strategy"),
+            "a file resource's changes come from diffing its exports: use strategy `export` (or leave the capture section out)",
+        ));
+    }
+    let mapped: Vec<&str> = def.fields.values().map(|f| f.column.as_str()).collect();
+    super::files::validate_file_def(file, &format!("{at}.file"), file_def, &mapped)
+}
+
 fn check_name(file: &Path, at: &str, name: &str) -> Result<(), ConfigError> {
     let mut chars = name.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
@@ -303,7 +338,31 @@ fn validate_resource(
             ),
         ));
     }
+    let files_source = matches!(dep.sources.get(&def.source), Some(SourceConfig::Files(_)));
+    if files_source {
+        validate_file_resource(file, &at, def)?;
+    } else if def.file.is_some() {
+        return Err(ConfigError::new(
+            file,
+            format!("{at}.file"),
+            format!(
+                "source `{}` is not of kind \"files\"; only file resources have a `file` section",
+                def.source
+            ),
+        ));
+    } else if def
+        .capture
+        .as_ref()
+        .is_some_and(|c| c.strategy == StrategyKind::Export)
+    {
+        return Err(ConfigError::new(
+            file,
+            format!("{at}.capture.strategy"),
+            "strategy `export` is for resources of a `files` source",
+        ));
+    }
     match (&def.table, &def.query) {
+        _ if files_source => {}
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
                 file,

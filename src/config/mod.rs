@@ -8,6 +8,7 @@ mod capture;
 mod deployment;
 mod env;
 mod error;
+mod files;
 mod load;
 
 pub use adapter::{AdapterFile, FieldDef, KeyDef, ResourceDef, Trim};
@@ -23,4 +24,9 @@ pub use deployment::{
 };
 pub use env::expand_env;
 pub use error::ConfigError;
+pub use files::{
+    Completion, DEFAULT_ARCHIVE_KEEP, DEFAULT_MAX_BAD_ROW_SHARE, DEFAULT_MAX_DELETE_SHARE,
+    DEFAULT_POLL_INTERVAL_MS, DEFAULT_STABLE_MS, FileColumn, FileDef, FileFormat,
+    FilesSourceConfig, SignConvention, TextEncoding,
+};
 pub use load::{LoadedAdapter, LoadedConfig, expand_sources, load, parse_deployment, validate};

@@ -4,6 +4,7 @@
 
 mod dialect;
 mod error;
+pub mod files;
 #[cfg(feature = "odbc")]
 pub mod odbc;
 mod query;
@@ -140,6 +141,12 @@ pub async fn open_all(config: &DeploymentConfig) -> Result<Sources, SourceError>
         let opened: Arc<dyn Source> = match source {
             #[cfg(feature = "odbc")]
             SourceConfig::Odbc(cfg) => Arc::new(odbc::OdbcSource::open(name, cfg).await?),
+            SourceConfig::Files(_) => {
+                return Err(SourceError::new(
+                    SourceErrorKind::Config,
+                    format!("source `{name}`: files sources are being built"),
+                ));
+            }
             #[cfg(not(feature = "odbc"))]
             SourceConfig::Odbc(_) => {
                 return Err(SourceError::new(
