@@ -51,7 +51,7 @@ pub struct App {
 /// passed, so the bridge can start alongside its legacy database.
 pub async fn build(config: LoadedConfig, wait: Duration) -> Result<App, StartError> {
     let deadline = Instant::now() + wait;
-    let sources = retry_transient(deadline, || source::open_all(&config.deployment)).await?;
+    let sources = retry_transient(deadline, || source::open_all(&config)).await?;
     let mut resources = IndexMap::new();
     // Each source's table list is read once, however many resources it serves.
     let mut catalogs: HashMap<String, Vec<TableInfo>> = HashMap::new();

@@ -363,7 +363,12 @@ async fn introspect(
         config_path.display()
     );
     config::expand_sources(config_path, &mut deployment)?;
-    let sources = source::open_all(&deployment).await?;
+    let loaded = config::LoadedConfig {
+        path: config_path.to_owned(),
+        deployment,
+        adapters: Vec::new(),
+    };
+    let sources = source::open_all(&loaded).await?;
     let source = sources.get(name).context("source missing")?;
     let all = source.tables().await?;
     if tables.is_empty() {

@@ -45,6 +45,8 @@ pub async fn bind_resource(
         error,
     };
     let relation = match (&def.table, &def.query) {
+        // A file resource is served from its mirror table, named after the resource.
+        _ if def.file.is_some() => resolve_table(file, &at, name, None, tables)?,
         (Some(table), _) => resolve_table(file, &at, table, default_schema, tables)?,
         (None, Some(q)) => Relation::Query(q.clone()),
         (None, None) => return Err(ConfigError::new(file, &at, "set `table` (or `query`)").into()),

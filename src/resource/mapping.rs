@@ -23,6 +23,16 @@ pub struct Transform {
     pub false_values: Option<Vec<String>>,
 }
 
+/// What a column of a field of type `ty` is decoded as: booleans with legacy spellings
+/// (`Y`/`N`) are read as text and turned into booleans by the transform.
+pub fn decode_type_of(ty: FieldType, has_spellings: bool) -> FieldType {
+    if ty == FieldType::Boolean && has_spellings {
+        FieldType::String
+    } else {
+        ty
+    }
+}
+
 /// A field bound to an existing column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoundField {
@@ -37,11 +47,7 @@ pub struct BoundField {
 impl BoundField {
     /// What the source should decode the column as before the transform runs.
     pub fn decode_type(&self) -> FieldType {
-        if self.ty == FieldType::Boolean && self.has_spellings() {
-            FieldType::String
-        } else {
-            self.ty
-        }
+        decode_type_of(self.ty, self.has_spellings())
     }
 
     fn has_spellings(&self) -> bool {

@@ -6,4 +6,4 @@ pub mod canonical;
 mod mapping;
 
 pub use bind::{BindError, bind_resource};
-pub use mapping::{BoundField, MappingError, Resource, Transform};
+pub use mapping::{BoundField, MappingError, Resource, Transform, decode_type_of};

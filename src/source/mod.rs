@@ -19,7 +19,7 @@ pub use dialect::{Dialect, DialectKind, Paging};
 pub use error::{SourceError, SourceErrorKind};
 pub use query::{CompareOp, OrderBy, Param, Predicate, Relation, SelectColumn, SelectQuery};
 
-use crate::config::{DeploymentConfig, SourceConfig};
+use crate::config::{LoadedConfig, SourceConfig};
 use crate::model::{FieldType, Value};
 
 /// A column's SQL type as the source reports it, reduced to what decoding and parameter
@@ -128,6 +128,12 @@ pub trait Source: Send + Sync {
 
     /// Cheap round trip proving the legacy system answers.
     async fn ping(&self) -> Result<(), SourceError>;
+
+    /// The export folder behind a `files` source, which capture's `export` strategy feeds;
+    /// `None` for database sources.
+    fn files(&self) -> Option<&files::FilesSource> {
+        None
+    }
 }
 
 /// The connected sources of a deployment, by name.
@@ -135,18 +141,13 @@ pub type Sources = HashMap<String, Arc<dyn Source>>;
 
 /// Opens every configured source (lazily where the driver allows: a source that is down at
 /// start-up is reported by `ping`, not here).
-pub async fn open_all(config: &DeploymentConfig) -> Result<Sources, SourceError> {
+pub async fn open_all(loaded: &LoadedConfig) -> Result<Sources, SourceError> {
     let mut sources: Sources = HashMap::new();
-    for (name, source) in &config.sources {
+    for (name, source) in &loaded.deployment.sources {
         let opened: Arc<dyn Source> = match source {
             #[cfg(feature = "odbc")]
             SourceConfig::Odbc(cfg) => Arc::new(odbc::OdbcSource::open(name, cfg).await?),
-            SourceConfig::Files(_) => {
-                return Err(SourceError::new(
-                    SourceErrorKind::Config,
-                    format!("source `{name}`: files sources are being built"),
-                ));
-            }
+            SourceConfig::Files(cfg) => Arc::new(files::FilesSource::open(loaded, name, cfg)?),
             #[cfg(not(feature = "odbc"))]
             SourceConfig::Odbc(_) => {
                 return Err(SourceError::new(
