@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::CaptureError;
-use super::key::{TOMBSTONE, json_subject};
+use super::key::{Observed, TOMBSTONE, json_subject};
 use super::target::Target;
 use crate::model::{ChangeOp, ChangeOrigin, NewEvent, event_type};
 use crate::store::{Commit, KeyState, RowHash, StateChange, Store};
@@ -35,6 +35,50 @@ pub struct Found {
     pub time: DateTime<Utc>,
     /// Where in the source the change was seen (cursor value, log id, pass).
     pub position: serde_json::Value,
+}
+
+impl Found {
+    /// A row whose change is `op`, given the stored state of its key (if any) and where in
+    /// the source it was seen.
+    pub fn of_row(
+        op: ChangeOp,
+        seen: Observed,
+        prior: Option<&KeyState>,
+        position: serde_json::Value,
+    ) -> Found {
+        let live = prior.is_some_and(|p| p.hash != TOMBSTONE);
+        Found {
+            op,
+            key: seen.key,
+            subject: seen.subject,
+            key_json: seen.key_json,
+            after: Some(seen.json),
+            hash: seen.hash,
+            prior_version: prior.map_or(0, |p| p.version),
+            // A key with no live record has `null` as its before image; otherwise it is
+            // looked up from the store.
+            before: (!live).then(|| "null".to_owned()),
+            time: Utc::now(),
+            position,
+        }
+    }
+
+    /// A stored key the source no longer has. Only the key's encoding is known here;
+    /// [`materialize`] names it from the last record.
+    pub fn deletion(old: KeyState, position: serde_json::Value) -> Found {
+        Found {
+            op: ChangeOp::Deleted,
+            key: old.key,
+            subject: String::new(),
+            key_json: serde_json::Value::Null,
+            after: None,
+            hash: TOMBSTONE,
+            prior_version: old.version,
+            before: None,
+            time: Utc::now(),
+            position,
+        }
+    }
 }
 
 /// The deterministic id of the `version`th change of a key.

@@ -221,24 +221,13 @@ impl Merge<'_> {
         };
         self.last_key = Some(seen.key.clone());
         let Some(op) = op else { return };
-        let seen = seen.observe(self.target);
-        let prior_version = prior.as_ref().map_or(0, |p| p.version);
-        let before = match live {
-            Some(_) => None,
-            None => Some("null".to_owned()),
-        };
-        self.pending.push(Found {
+        let position = self.position();
+        self.pending.push(Found::of_row(
             op,
-            key: seen.key,
-            subject: seen.subject,
-            key_json: seen.key_json,
-            after: Some(seen.json),
-            hash: seen.hash,
-            prior_version,
-            before,
-            time: Utc::now(),
-            position: self.position(),
-        });
+            seen.observe(self.target),
+            prior.as_ref(),
+            position,
+        ));
     }
 
     /// A stored key the source no longer has.
@@ -246,19 +235,8 @@ impl Merge<'_> {
         if old.hash == TOMBSTONE {
             return;
         }
-        // Only the key's encoding is known here; `materialize` names it from the last record.
-        self.pending.push(Found {
-            op: ChangeOp::Deleted,
-            key: old.key,
-            subject: String::new(),
-            key_json: serde_json::Value::Null,
-            after: None,
-            hash: TOMBSTONE,
-            prior_version: old.version,
-            before: None,
-            time: Utc::now(),
-            position: self.position(),
-        });
+        let position = self.position();
+        self.pending.push(Found::deletion(old, position));
     }
 
     async fn flush(&mut self, checkpoint: &mut Checkpoint) -> Result<(), CaptureError> {
