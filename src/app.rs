@@ -23,15 +23,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     Bind(#[from] BindError),
     #[error("cannot open source: {0}")]
     Source(#[from] SourceError),
     #[error("capture: {0}")]
     Capture(#[from] CaptureError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {error}")]
     Listen {
@@ -149,12 +149,14 @@ pub fn state(
     let auth = Auth::new(&config.deployment.auth);
     let captured: Vec<String> = config
         .resources()
-        .filter(|(_, _, def)| def.capture.is_some())
+        .filter(|(_, _, def)| def.capture_def().is_some())
         .map(|(_, name, _)| name.to_owned())
         .collect();
+    let with_files = config.resources().any(|(_, _, def)| def.file.is_some());
     let openapi = api::openapi::build(
         resources.values().map(|r| r.as_ref()),
         &captured,
+        with_files,
         auth.enabled(),
     );
     Arc::new(AppState {

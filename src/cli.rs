@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check`, `introspect`, `openapi`, `changelog ddl` and
-//! `keys generate`. Errors are printed once, plainly, with a non-zero exit code; this is the
+//! The command line: `serve`, `check`, `introspect`, `openapi`, `resync`, `apply-export`,
+//! `changelog ddl` and `keys generate`. Errors are printed once, plainly, with a non-zero exit code; this is the
 //! only place `anyhow` is used.
 
 use std::path::PathBuf;
@@ -73,6 +73,21 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         resource: String,
+    },
+    /// Apply one export file to a file resource now: read it, set bad records aside, check
+    /// the guards, commit its changes as events and serve it. The running service applies
+    /// the newest complete file of its folder by itself; this is for backfills and tests, and
+    /// runs while the service is stopped.
+    ApplyExport {
+        #[arg(short, long, env = "LEGACY_BRIDGE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        resource: String,
+        /// The export file (any path; it is not moved).
+        file: PathBuf,
+        /// Apply even if it deletes more than `max_delete_share` of the records.
+        #[arg(long)]
+        approve: bool,
     },
     /// Change-log capture helpers.
     Changelog {
@@ -174,6 +189,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&app.state.openapi)?);
         }
         Command::Resync { config, resource } => resync(&config, &resource).await?,
+        Command::ApplyExport {
+            config,
+            resource,
+            file,
+            approve,
+        } => apply_export(&config, &resource, &file, approve).await?,
         Command::Changelog {
             command:
                 ChangelogCommand::Ddl {
@@ -238,6 +259,60 @@ async fn resync(config_path: &std::path::Path, resource: &str) -> anyhow::Result
         stats.rows,
         stats.changes,
         stats
+            .last_seq
+            .map(|s| format!(" (outbox up to {s})"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn apply_export(
+    config_path: &std::path::Path,
+    resource: &str,
+    file: &std::path::Path,
+    approve: bool,
+) -> anyhow::Result<()> {
+    let loaded = config::load(config_path)?;
+    let state_path = loaded.state_path();
+    let app = app::build(loaded, Duration::ZERO).await?;
+    let targets =
+        capture::bind_targets(&app.config, &app.state.resources, &app.state.sources).await?;
+    let target = targets
+        .iter()
+        .find(|t| t.name == resource && t.file.is_some())
+        .with_context(|| format!("resource `{resource}` is not a file resource"))?;
+    let store = match SqliteStore::open(&state_path) {
+        Err(StoreError::Locked { path }) => anyhow::bail!(
+            "the running service holds {path}; drop the file into the export folder instead"
+        ),
+        other => other?,
+    };
+    let (status, outcome) = capture::apply_export_once(target, &store, file, approve).await?;
+    if let Some(held) = &status.held {
+        anyhow::bail!(
+            "held: {} would delete {} of {} records (max_delete_share {}); check it, then rerun with --approve",
+            held.file,
+            held.deletes,
+            held.live_records,
+            held.limit
+        );
+    }
+    if let Some(rejected) = &status.rejected {
+        anyhow::bail!("rejected: {}: {}", rejected.file, rejected.reason);
+    }
+    let applied = status
+        .last_applied
+        .context("the export was neither applied, held nor rejected")?;
+    println!(
+        "applied {}: {} records, {} created, {} updated, {} deleted, {} quarantined; {} events{}",
+        applied.file,
+        applied.records,
+        applied.created,
+        applied.updated,
+        applied.deleted,
+        applied.quarantined,
+        outcome.changes,
+        outcome
             .last_seq
             .map(|s| format!(" (outbox up to {s})"))
             .unwrap_or_default()

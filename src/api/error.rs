@@ -17,6 +17,9 @@ pub enum ApiError {
     InvalidParameter { parameter: String, detail: String },
     #[error("not found: {0}")]
     NotFound(String),
+    /// The request does not fit the current state (e.g. approving an export not held).
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("missing or unknown API key")]
     Unauthorized,
     #[error("API key lacks scope `{0}`")]
@@ -80,6 +83,9 @@ impl IntoResponse for ApiError {
                 "Not found",
                 detail.clone(),
             ),
+            ApiError::Conflict(detail) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail.clone())
+            }
             ApiError::Unauthorized => Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

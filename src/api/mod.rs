@@ -1,11 +1,12 @@
 //! The HTTP API: `/v1/{resource}` list and get, the change feed and stream (`/v1/changes`),
-//! `/admin/capture`, `/healthz`, `/readyz`, the OpenAPI document and the offline docs page.
+//! `/admin/capture`, `/admin/files`, `/healthz`, `/readyz`, the OpenAPI document and the offline docs page.
 //! Handlers only parse, authorize, ask the source or the store, and encode.
 
 mod admin;
 mod changes;
 mod cursor;
 mod error;
+mod files;
 mod health;
 pub mod openapi;
 pub mod params;
@@ -55,6 +56,15 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route(
             "/admin/capture/{resource}/resync",
             axum::routing::post(admin::resync),
+        )
+        .route("/admin/files", axum::routing::get(files::status))
+        .route(
+            "/admin/files/{resource}/approve",
+            axum::routing::post(files::approve),
+        )
+        .route(
+            "/admin/files/{resource}/quarantine",
+            axum::routing::get(files::quarantine),
         );
     for resource in state.resources.values() {
         app = resources::routes(app, Arc::clone(resource));

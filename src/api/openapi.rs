@@ -21,14 +21,21 @@ use utoipa::openapi::{
 
 use super::admin::{CaptureOverview, OutboxStatus, ResyncAccepted};
 use super::changes::{ChangeData, CloudEvent};
+use super::files::{
+    ApproveAccepted, ApproveRequest, FileResourceStatus, FilesOverview, QuarantineList,
+};
 use super::health::{CaptureReadiness, Health, Readiness, SourceReadiness};
 use super::params::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::problem::{PROBLEM_JSON, Problem};
 use super::resources::item_path;
 use crate::auth::{ADMIN_READ, ADMIN_WRITE, read_scope};
-use crate::capture::{CaptureState, ResourceCaptureStatus, ScanProgress};
+use crate::capture::{
+    AppliedExport, CaptureState, ExportFile, ExportState, ExportStatus, HeldExport, RejectedExport,
+    ResourceCaptureStatus, ScanProgress,
+};
 use crate::model::{FieldSchema, FieldType, ResourceSchema};
 use crate::resource::Resource;
+use crate::source::files::mirror::QuarantinedRow;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -66,11 +73,34 @@ struct StaticApi;
 )]
 struct CaptureApi;
 
+/// The export-folder endpoints, documented only when some resource reads a files source.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(super::files::status, super::files::approve, super::files::quarantine),
+    components(schemas(
+        FilesOverview,
+        FileResourceStatus,
+        ExportStatus,
+        ExportState,
+        ExportFile,
+        AppliedExport,
+        HeldExport,
+        RejectedExport,
+        ApproveRequest,
+        ApproveAccepted,
+        QuarantineList,
+        QuarantinedRow
+    ))
+)]
+struct FilesApi;
+
 /// Builds the whole document for a set of bound resources. `captured` names the resources
-/// with a `capture` section: when there is none, the change endpoints are left out.
+/// with a `capture` section: when there is none, the change endpoints are left out;
+/// `with_files` adds `/admin/files` when some resource reads export files.
 pub fn build<'a>(
     resources: impl IntoIterator<Item = &'a Resource>,
     captured: &[String],
+    with_files: bool,
     auth_enabled: bool,
 ) -> OpenApi {
     let mut doc = StaticApi::openapi();
@@ -123,7 +153,7 @@ pub fn build<'a>(
     }
     doc.components = Some(ComponentsBuilder::from(components).build());
     if !captured.is_empty() {
-        add_capture_api(&mut doc, captured, auth_enabled);
+        add_capture_api(&mut doc, captured, with_files, auth_enabled);
     }
     doc
 }
@@ -135,8 +165,11 @@ const SCOPES_DOC: &str = "Scopes: `<resource>:read` reads one resource and its c
 
 /// Adds the change feed, the stream and `/admin/capture`, with their security: the change
 /// routes accept the read scope of any captured resource, `/admin` only `admin:read`.
-fn add_capture_api(doc: &mut OpenApi, captured: &[String], auth: bool) {
+fn add_capture_api(doc: &mut OpenApi, captured: &[String], with_files: bool, auth: bool) {
     doc.merge(CaptureApi::openapi());
+    if with_files {
+        doc.merge(FilesApi::openapi());
+    }
     let change_scopes: Vec<String> = captured.iter().map(|r| read_scope(r)).collect();
     let admin_scopes = vec![ADMIN_READ.to_owned()];
     let admin_write_scopes = vec![ADMIN_WRITE.to_owned()];
@@ -145,6 +178,9 @@ fn add_capture_api(doc: &mut OpenApi, captured: &[String], auth: bool) {
         ("/v1/changes/stream", &change_scopes),
         ("/admin/capture", &admin_scopes),
         ("/admin/capture/{resource}/resync", &admin_write_scopes),
+        ("/admin/files", &admin_scopes),
+        ("/admin/files/{resource}/approve", &admin_write_scopes),
+        ("/admin/files/{resource}/quarantine", &admin_scopes),
     ] {
         let Some(op) = doc
             .paths

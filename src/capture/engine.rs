@@ -15,10 +15,11 @@ use tracing::Instrument as _;
 use super::snapshot::{Emit, PassStats, run_pass};
 use super::status::{CaptureState, ScanProgress, StatusBoard};
 use super::target::{Checkpoint, CursorColumn, Target};
-use super::{CaptureError, CaptureHandle, changelog, cursor, drift};
+use super::{CaptureError, CaptureHandle, changelog, cursor, drift, export};
 use crate::config::{InitialLoad, LoadedConfig, StrategyKind};
 use crate::model::ChangeOrigin;
 use crate::resource::Resource;
+use crate::source::files::watch::FolderChanges;
 use crate::source::{SourceErrorKind, Sources};
 use crate::store::Store;
 
@@ -38,7 +39,7 @@ pub async fn bind_targets(
 ) -> Result<Vec<Target>, CaptureError> {
     let mut targets = Vec::new();
     for (file, name, def) in config.resources() {
-        let Some(capture) = &def.capture else {
+        let Some(capture) = def.capture_def() else {
             continue;
         };
         let (Some(resource), Some(source)) = (resources.get(name), sources.get(&def.source)) else {
@@ -58,14 +59,16 @@ pub async fn bind_targets(
             }
             None => None,
         };
-        targets.push(Target::new(
+        let mut target = Target::new(
             name,
             Arc::clone(resource),
-            capture.clone(),
+            capture,
             Arc::clone(source),
             format!("/sources/{}/{}", def.source, name),
             cursor,
-        ));
+        );
+        target.file = def.file.clone();
+        targets.push(target);
     }
     Ok(targets)
 }
@@ -91,6 +94,7 @@ impl CaptureRuntime {
         let mut tasks = JoinSet::new();
         for target in targets {
             status.register(&target.name, target.strategy().as_str());
+            let folder = target.source.files().map(|f| f.watch().subscribe());
             let worker = Worker {
                 target,
                 store: Arc::clone(&store),
@@ -98,6 +102,7 @@ impl CaptureRuntime {
                 committed: Arc::clone(&committed_tx),
                 drift_checked: None,
                 force_drift_check: true,
+                folder,
             };
             tasks.spawn(worker.run(shutdown_rx.clone()));
         }
@@ -157,6 +162,7 @@ pub async fn step_once(target: Target, store: Arc<dyn Store>) -> Result<StepOutc
         committed: Arc::new(committed),
         drift_checked: None,
         force_drift_check: true,
+        folder: None,
     };
     worker.step(&mut None).await
 }
@@ -169,6 +175,8 @@ struct Worker {
     committed: Arc<watch::Sender<u64>>,
     drift_checked: Option<Instant>,
     force_drift_check: bool,
+    /// File resources: wake-ups from the export folder.
+    folder: Option<FolderChanges>,
 }
 
 /// What a step did, for status.
@@ -236,6 +244,7 @@ impl Worker {
             };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
+                () = folder_changed(&mut self.folder), if failures == 0 => {}
                 _ = shutdown.changed() => break,
             }
         }
@@ -285,6 +294,14 @@ impl Worker {
             .pass
             .as_ref()
             .is_some_and(|p| p.origin == ChangeOrigin::Resync);
+        if target.def.strategy == StrategyKind::Export {
+            // The first export is the initial load; a resync re-emits the applied one.
+            if resuming_resync || self.status.take_resync(&target.name) {
+                let stats = self.pass(cp, ChangeOrigin::Resync, Emit::All).await?;
+                return Ok(pass_outcome(stats));
+            }
+            return export::run_cycle(target, store, cp, &self.status).await;
+        }
         if !cp.initial_done {
             if target.def.strategy == StrategyKind::Cursor && cp.cursor.is_none() {
                 // Taken before the load: changes made while it runs are read afterwards.
@@ -324,9 +341,7 @@ impl Worker {
                 let stats = self.pass(cp, ChangeOrigin::Capture, Emit::Diff).await?;
                 return Ok(pass_outcome(stats));
             }
-            StrategyKind::Export => {
-                return Err(CaptureError::Config("export capture is being built".into()));
-            }
+            StrategyKind::Export => unreachable!("export targets return above"),
         };
         if self.reconciliation_due(cp) {
             let stats = self
@@ -422,6 +437,18 @@ impl Worker {
             Some(reason) => Err(CaptureError::Drift(reason)),
             None => Ok(()),
         }
+    }
+}
+
+/// Resolves when a file resource's export folder may have changed; never for other sources
+/// (nor once the watch stopped: the interval then paces the resource).
+async fn folder_changed(folder: &mut Option<FolderChanges>) {
+    let woke = match folder {
+        Some(changes) => changes.changed().await.is_ok(),
+        None => false,
+    };
+    if !woke {
+        std::future::pending::<()>().await;
     }
 }
 

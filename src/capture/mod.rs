@@ -10,6 +10,7 @@ mod cursor;
 mod drift;
 mod engine;
 mod event;
+mod export;
 mod key;
 #[cfg(test)]
 mod model_tests;
@@ -22,8 +23,12 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use engine::{CaptureRuntime, StepOutcome, bind_targets, resync_once, step_once};
+pub use export::apply_once as apply_export_once;
 pub use snapshot::scan_query;
-pub use status::{CaptureState, ResourceCaptureStatus, ScanProgress, StatusBoard};
+pub use status::{
+    AppliedExport, Approval, CaptureState, ExportFile, ExportState, ExportStatus, HeldExport,
+    RejectedExport, ResourceCaptureStatus, ScanProgress, StatusBoard,
+};
 pub use target::Target;
 
 use crate::source::SourceError;
@@ -46,7 +51,7 @@ pub struct CaptureHandle {
 pub enum CaptureError {
     #[error("source: {0}")]
     Source(#[from] SourceError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("row does not map: {0}")]
     Mapping(#[from] crate::resource::MappingError),

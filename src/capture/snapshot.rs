@@ -270,7 +270,7 @@ impl Merge<'_> {
 }
 
 /// The stored key states of a resource, read page by page in key order.
-struct StoredKeys<'a> {
+pub(super) struct StoredKeys<'a> {
     target: &'a Target,
     store: &'a dyn Store,
     page: VecDeque<KeyState>,
@@ -279,7 +279,7 @@ struct StoredKeys<'a> {
 }
 
 impl<'a> StoredKeys<'a> {
-    fn new(target: &'a Target, store: &'a dyn Store) -> Self {
+    pub(super) fn new(target: &'a Target, store: &'a dyn Store) -> Self {
         Self {
             target,
             store,
@@ -303,7 +303,10 @@ impl<'a> StoredKeys<'a> {
     }
 
     /// The next stored key if it sorts below `key`.
-    async fn next_below(&mut self, key: &[u8]) -> Result<Option<KeyState>, CaptureError> {
+    pub(super) async fn next_below(
+        &mut self,
+        key: &[u8],
+    ) -> Result<Option<KeyState>, CaptureError> {
         match self.peek().await? {
             Some(s) if s.key.as_slice() < key => Ok(self.page.pop_front()),
             _ => Ok(None),
@@ -311,14 +314,17 @@ impl<'a> StoredKeys<'a> {
     }
 
     /// The stored state of exactly `key`, consumed.
-    async fn take_equal(&mut self, key: &[u8]) -> Result<Option<KeyState>, CaptureError> {
+    pub(super) async fn take_equal(
+        &mut self,
+        key: &[u8],
+    ) -> Result<Option<KeyState>, CaptureError> {
         match self.peek().await? {
             Some(s) if s.key.as_slice() == key => Ok(self.page.pop_front()),
             _ => Ok(None),
         }
     }
 
-    async fn next_any(&mut self) -> Result<Option<KeyState>, CaptureError> {
+    pub(super) async fn next_any(&mut self) -> Result<Option<KeyState>, CaptureError> {
         self.peek().await?;
         Ok(self.page.pop_front())
     }

@@ -64,6 +64,113 @@ pub struct ResourceCaptureStatus {
     /// A snapshot pass under way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanProgress>,
+    /// File resources: the export folder as last seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStatus>,
+}
+
+/// Where a file resource's newest export stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportState {
+    /// No file matches the pattern yet.
+    NoFile,
+    /// The newest file is still being written (or lacks its marker).
+    Waiting,
+    /// The newest file is being read and applied.
+    Applying,
+    /// The newest file is applied.
+    Applied,
+    /// The newest file has the content already applied; nothing to do.
+    Unchanged,
+    /// The newest file would delete too much; see `held`. Approve it or drop a sane export.
+    Held,
+    /// The newest file is unusable (too many bad rows, wrong layout); see `rejected`.
+    Rejected,
+}
+
+/// A file in the export folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ExportFile {
+    pub name: String,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+    /// SHA-256 of the content, once read.
+    pub sha256: Option<String>,
+}
+
+/// An applied export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AppliedExport {
+    pub file: String,
+    pub sha256: String,
+    pub at: DateTime<Utc>,
+    /// Records read, good and bad.
+    pub records: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Bad records set aside (see `GET /admin/files/{resource}/quarantine`).
+    pub quarantined: u64,
+}
+
+/// An export held by the delete guard.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HeldExport {
+    pub file: String,
+    pub sha256: String,
+    pub at: DateTime<Utc>,
+    /// Records the export would delete, of `live_records`.
+    pub deletes: u64,
+    pub live_records: u64,
+    /// `max_delete_share` of the adapter.
+    pub limit: f64,
+}
+
+/// An export refused whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct RejectedExport {
+    pub file: String,
+    pub sha256: String,
+    pub at: DateTime<Utc>,
+    /// Why; names no row data.
+    pub reason: String,
+}
+
+/// A file resource's view of its export folder.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ExportStatus {
+    pub folder: String,
+    pub pattern: String,
+    pub state: ExportState,
+    /// The newest matching file.
+    pub last_seen: Option<ExportFile>,
+    /// Matching files not complete yet, with why.
+    pub waiting: Vec<String>,
+    pub last_applied: Option<AppliedExport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldExport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<RejectedExport>,
+    /// Bad records set aside since start.
+    pub quarantined_total: u64,
+    /// The content hash an operator approved despite the delete guard.
+    #[serde(skip)]
+    pub approved: Option<String>,
+}
+
+/// The answer to an approval request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approval {
+    Approved,
+    /// The resource is not a captured file resource.
+    Unknown,
+    /// No export is held.
+    NothingHeld,
+    /// The held export has another content hash (a newer file replaced it).
+    Mismatch {
+        held: String,
+    },
 }
 
 impl ResourceCaptureStatus {
@@ -83,6 +190,7 @@ impl ResourceCaptureStatus {
             last_error: None,
             last_reconciliation_at: None,
             scan: None,
+            export: None,
         }
     }
 }
@@ -141,6 +249,26 @@ impl StatusBoard {
         self.resync_requested
             .lock()
             .is_ok_and(|mut set| set.remove(resource))
+    }
+
+    /// Lets the held export with content hash `sha256` through the delete guard.
+    pub fn approve_export(&self, resource: &str, sha256: &str) -> Approval {
+        let Ok(mut map) = self.resources.lock() else {
+            return Approval::Unknown;
+        };
+        let Some(export) = map.get_mut(resource).and_then(|s| s.export.as_mut()) else {
+            return Approval::Unknown;
+        };
+        match &export.held {
+            None => Approval::NothingHeld,
+            Some(h) if !h.sha256.eq_ignore_ascii_case(sha256) => Approval::Mismatch {
+                held: h.sha256.clone(),
+            },
+            Some(h) => {
+                export.approved = Some(h.sha256.clone());
+                Approval::Approved
+            }
+        }
     }
 
     /// One resource's state, without copying its status.

@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::CaptureError;
-use crate::config::{CaptureDef, StrategyKind};
+use crate::config::{CaptureDef, FileDef, StrategyKind};
 use crate::model::{ChangeOrigin, FieldType, Value};
 use crate::resource::Resource;
 use crate::source::{ColumnInfo, Row, SelectColumn, Source, SqlType};
@@ -98,6 +98,7 @@ impl CursorColumn {
 }
 
 /// A resource under capture.
+#[derive(Clone)]
 pub struct Target {
     pub name: String,
     pub resource: Arc<Resource>,
@@ -106,6 +107,8 @@ pub struct Target {
     /// CloudEvents `source` of its events.
     pub event_source: String,
     pub cursor: Option<CursorColumn>,
+    /// `export`: the resource's file section.
+    pub file: Option<FileDef>,
     /// Positions of the key fields among the resource's fields, in key order; worked out once
     /// because every row read needs them.
     key_positions: Vec<usize>,
@@ -129,6 +132,7 @@ impl Target {
             source,
             event_source,
             cursor,
+            file: None,
             key_positions,
         }
     }
@@ -209,6 +213,23 @@ pub struct Checkpoint {
     pub pass: Option<PassProgress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reconciliation_at: Option<DateTime<Utc>>,
+    /// `export`: which export is applied, and which one is being applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportCheckpoint>,
+}
+
+/// How far the `export` strategy has come.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExportCheckpoint {
+    /// Content hash and name of the export whose changes are all committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_file: Option<String>,
+    /// Content hash of an export whose changes are being committed: it passed (or was
+    /// approved past) the guards, so a restart finishes it without asking again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applying_sha256: Option<String>,
 }
 
 impl Checkpoint {

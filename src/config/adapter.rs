@@ -60,6 +60,18 @@ pub struct ResourceDef {
     pub file: Option<FileDef>,
 }
 
+impl ResourceDef {
+    /// The capture section in effect: file resources are always captured (by diffing their
+    /// exports), database resources only when they have one.
+    pub fn capture_def(&self) -> Option<CaptureDef> {
+        match (&self.capture, &self.file) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(_)) => Some(CaptureDef::export()),
+            (None, None) => None,
+        }
+    }
+}
+
 /// Which padding to strip from text, for CHAR columns padded with spaces.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -106,6 +106,23 @@ fn default_lookback_ms() -> u64 {
 }
 
 impl CaptureDef {
+    /// The capture of a file resource that has no capture section: strategy `export` with
+    /// the defaults.
+    pub fn export() -> Self {
+        Self {
+            strategy: StrategyKind::Export,
+            interval_ms: DEFAULT_INTERVAL_MS,
+            initial: InitialLoad::default(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            reconcile_interval_secs: None,
+            cursor_column: None,
+            settle_ms: DEFAULT_SETTLE_MS,
+            lookback_ms: DEFAULT_LOOKBACK_MS,
+            lookback_values: 0,
+            changelog_table: None,
+        }
+    }
+
     /// The change-log table name, defaulted.
     pub fn changelog_table(&self) -> &str {
         self.changelog_table
@@ -141,6 +158,10 @@ pub(super) fn validate_capture(file: &Path, at: &str, def: &CaptureDef) -> Resul
         _ if def.cursor_column.is_some() => Err(err(
             "cursor_column",
             "only strategy `cursor` reads a cursor column",
+        )),
+        StrategyKind::Export if def.reconcile_interval_secs.is_some() => Err(err(
+            "reconcile_interval_secs",
+            "strategy `export` reads whole files: there is nothing to reconcile",
         )),
         StrategyKind::SnapshotDiff if def.changelog_table.is_some() => Err(err(
             "changelog_table",

@@ -173,6 +173,10 @@ pub struct FileColumn {
     pub implied_decimals: Option<u32>,
     #[serde(default)]
     pub sign: SignConvention,
+    /// An empty value makes the record bad (quarantined) instead of NULL. Sorting on a
+    /// field needs its column required (keyset pagination cannot page over NULLs).
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// `[resources.X.file]`: which exports feed a resource and how to read them.

@@ -17,7 +17,7 @@ use crate::source::{ColumnInfo, Relation, Source, SourceError, SqlType, TableInf
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// The adapter does not fit the source: names file, key and reason.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The source could not be asked.
     #[error("source `{source_name}` unavailable while checking resource `{resource}`: {error}")]

@@ -42,6 +42,8 @@ pub struct MirrorTable {
     pub name: String,
     pub columns: Vec<SelectColumn>,
     pub key: Vec<String>,
+    /// Columns that are never NULL: the key and columns marked `required`.
+    pub not_null: Vec<String>,
 }
 
 impl MirrorTable {
@@ -89,7 +91,10 @@ impl std::fmt::Debug for Mirror {
 }
 
 fn sql_err(context: &str, e: rusqlite::Error) -> SourceError {
-    SourceError::new(SourceErrorKind::Unavailable, format!("mirror: {context}: {e}"))
+    SourceError::new(
+        SourceErrorKind::Unavailable,
+        format!("mirror: {context}: {e}"),
+    )
 }
 
 impl Mirror {
@@ -204,9 +209,11 @@ impl Mirror {
         let conn = self.lock_writer()?;
         let live = self.dialect.quote(&table.name);
         let staging = self.dialect.quote(&table.staging());
-        let index = self
-            .dialect
-            .quote(&format!("{}__key_{}", table.name, &sha256[..sha256.len().min(12)]));
+        let index = self.dialect.quote(&format!(
+            "{}__key_{}",
+            table.name,
+            &sha256[..sha256.len().min(12)]
+        ));
         let key: Vec<String> = table.key.iter().map(|k| self.dialect.quote(k)).collect();
         let swap = || -> rusqlite::Result<()> {
             conn.execute_batch(&format!(
@@ -262,9 +269,7 @@ impl Mirror {
             return Ok(());
         }
         let mut conn = self.lock_writer()?;
-        let tx = conn
-            .transaction()
-            .map_err(|e| sql_err("quarantine", e))?;
+        let tx = conn.transaction().map_err(|e| sql_err("quarantine", e))?;
         let at = chrono::Utc::now().to_rfc3339();
         {
             let mut stmt = tx
@@ -274,8 +279,15 @@ impl Mirror {
                 )
                 .map_err(|e| sql_err("quarantine", e))?;
             for (position, reason, raw) in rows {
-                stmt.execute(rusqlite::params![table, file, *position as i64, reason, raw, at])
-                    .map_err(|e| sql_err("quarantine", e))?;
+                stmt.execute(rusqlite::params![
+                    table,
+                    file,
+                    *position as i64,
+                    reason,
+                    raw,
+                    at
+                ])
+                .map_err(|e| sql_err("quarantine", e))?;
             }
         }
         tx.execute(
@@ -289,7 +301,11 @@ impl Mirror {
     }
 
     /// The most recent quarantined rows of `table`, newest first.
-    pub fn quarantined(&self, table: &str, limit: usize) -> Result<Vec<QuarantinedRow>, SourceError> {
+    pub fn quarantined(
+        &self,
+        table: &str,
+        limit: usize,
+    ) -> Result<Vec<QuarantinedRow>, SourceError> {
         let conn = self.lock_writer()?;
         let mut stmt = conn
             .prepare_cached(
@@ -326,7 +342,9 @@ impl Mirror {
         let conn = self
             .readers
             .lock()
-            .map_err(|_| SourceError::new(SourceErrorKind::Unavailable, "mirror reader lock poisoned"))?
+            .map_err(|_| {
+                SourceError::new(SourceErrorKind::Unavailable, "mirror reader lock poisoned")
+            })?
             .pop();
         let Some(conn) = conn else {
             return Err(SourceError::new(
@@ -350,9 +368,9 @@ impl Mirror {
     }
 
     fn lock_writer(&self) -> Result<std::sync::MutexGuard<'_, Connection>, SourceError> {
-        self.writer
-            .lock()
-            .map_err(|_| SourceError::new(SourceErrorKind::Unavailable, "mirror writer lock poisoned"))
+        self.writer.lock().map_err(|_| {
+            SourceError::new(SourceErrorKind::Unavailable, "mirror writer lock poisoned")
+        })
     }
 }
 
@@ -385,7 +403,8 @@ impl Stager<'_> {
             .prepare_cached(&format!("DELETE FROM {} WHERE rowid = ?1", self.staging))
             .map_err(|e| sql_err("remove staged row", e))?;
         for id in ids {
-            stmt.execute([id]).map_err(|e| sql_err("remove staged row", e))?;
+            stmt.execute([id])
+                .map_err(|e| sql_err("remove staged row", e))?;
         }
         self.rows -= ids.len() as u64;
         Ok(())
@@ -447,7 +466,11 @@ impl Mirror {
     }
 }
 
-fn prepare_table(conn: &Connection, dialect: &Dialect, table: &MirrorTable) -> Result<(), SourceError> {
+fn prepare_table(
+    conn: &Connection,
+    dialect: &Dialect,
+    table: &MirrorTable,
+) -> Result<(), SourceError> {
     let layout: Option<String> = conn
         .query_row(
             "SELECT layout FROM _lb_applied WHERE resource = ?1",
@@ -580,7 +603,8 @@ fn decode_value(v: ValueRef<'_>, ty: FieldType) -> Result<Value, String> {
         (ValueRef::Integer(i), FieldType::Decimal) => Value::Decimal(Decimal::from(i)),
         (ValueRef::Integer(i), FieldType::String) => Value::Text(i.to_string()),
         (ValueRef::Real(f), FieldType::Decimal) => Value::Decimal(
-            Decimal::from_str(&f.to_string()).map_err(|_| "number out of decimal range".to_owned())?,
+            Decimal::from_str(&f.to_string())
+                .map_err(|_| "number out of decimal range".to_owned())?,
         ),
         (ValueRef::Real(f), FieldType::Integer) if f.fract() == 0.0 => Value::Int(f as i64),
         (ValueRef::Real(f), FieldType::String) => Value::Text(f.to_string()),
@@ -596,15 +620,20 @@ fn decode_value(v: ValueRef<'_>, ty: FieldType) -> Result<Value, String> {
             }
         }
         (ValueRef::Text(b), FieldType::Date) => Value::Date(
-            NaiveDate::parse_from_str(&text(b)?, DATE_FORMAT).map_err(|_| "unreadable date".to_owned())?,
+            NaiveDate::parse_from_str(&text(b)?, DATE_FORMAT)
+                .map_err(|_| "unreadable date".to_owned())?,
         ),
         (ValueRef::Text(b), FieldType::Time) => Value::Time(
-            NaiveTime::parse_from_str(&text(b)?, TIME_FORMAT).map_err(|_| "unreadable time".to_owned())?,
+            NaiveTime::parse_from_str(&text(b)?, TIME_FORMAT)
+                .map_err(|_| "unreadable time".to_owned())?,
         ),
         (ValueRef::Text(b), ty) => Value::parse(ty, &text(b)?).map_err(|e| e.to_string())?,
         (ValueRef::Blob(b), FieldType::Binary) => Value::Binary(b.to_vec()),
         (other, ty) => {
-            return Err(format!("a stored {:?} cannot be read as {ty}", other.data_type()));
+            return Err(format!(
+                "a stored {:?} cannot be read as {ty}",
+                other.data_type()
+            ));
         }
     })
 }
@@ -618,11 +647,21 @@ mod tests {
         MirrorTable {
             name: "prices".into(),
             columns: vec![
-                SelectColumn { name: "SKU".into(), decode: FieldType::String },
-                SelectColumn { name: "PRICE".into(), decode: FieldType::Decimal },
-                SelectColumn { name: "AT".into(), decode: FieldType::Timestamp },
+                SelectColumn {
+                    name: "SKU".into(),
+                    decode: FieldType::String,
+                },
+                SelectColumn {
+                    name: "PRICE".into(),
+                    decode: FieldType::Decimal,
+                },
+                SelectColumn {
+                    name: "AT".into(),
+                    decode: FieldType::Timestamp,
+                },
             ],
             key: vec!["SKU".into()],
+            not_null: vec!["SKU".into()],
         }
     }
 
@@ -644,11 +683,24 @@ mod tests {
         let t = table();
         let m = Mirror::open(&dir.path().join("m.db"), std::slice::from_ref(&t)).unwrap();
         assert_eq!(m.applied("prices").unwrap(), None);
-        let ts = NaiveDateTime::parse_from_str("2026-03-29 02:30:00.5", "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        let ts =
+            NaiveDateTime::parse_from_str("2026-03-29 02:30:00.5", "%Y-%m-%d %H:%M:%S%.f").unwrap();
         let rows = vec![
-            vec![Value::Text("B".into()), Value::Decimal(Decimal::from_str("12.50").unwrap()), Value::NaiveTimestamp(ts)],
-            vec![Value::Text("A".into()), Value::Decimal(Decimal::from_str("12345678901234567890.123").unwrap()), Value::Null],
-            vec![Value::Text("C".into()), Value::Decimal(Decimal::from_str("-0.1").unwrap()), Value::Null],
+            vec![
+                Value::Text("B".into()),
+                Value::Decimal(Decimal::from_str("12.50").unwrap()),
+                Value::NaiveTimestamp(ts),
+            ],
+            vec![
+                Value::Text("A".into()),
+                Value::Decimal(Decimal::from_str("12345678901234567890.123").unwrap()),
+                Value::Null,
+            ],
+            vec![
+                Value::Text("C".into()),
+                Value::Decimal(Decimal::from_str("-0.1").unwrap()),
+                Value::Null,
+            ],
         ];
         let mut s = m.stage(&t).unwrap();
         for r in &rows {
@@ -656,28 +708,50 @@ mod tests {
         }
         assert_eq!(s.finish().unwrap(), 3);
         let q = SelectQuery {
-            relation: Relation::Table { schema: None, name: "prices".into() },
+            relation: Relation::Table {
+                schema: None,
+                name: "prices".into(),
+            },
             columns: t.columns.clone(),
             filter: vec![],
-            order_by: vec![OrderBy { column: "SKU".into(), descending: false, binary: true }],
+            order_by: vec![OrderBy {
+                column: "SKU".into(),
+                descending: false,
+                binary: true,
+            }],
             limit: Some(10),
         };
         assert!(all(&m, &q).is_empty(), "nothing is served before the swap");
         m.swap(&t, "abc123", "P.csv", 3).unwrap();
         let got = all(&m, &q);
         assert_eq!(got.len(), 3);
-        assert_eq!(got[0][1], Value::Decimal(Decimal::from_str("12345678901234567890.123").unwrap()));
-        assert_eq!(got[1], rows[0].iter().map(|v| match v {
-            Value::Decimal(d) => Value::Decimal(d.normalize()),
-            v => v.clone(),
-        }).collect::<Vec<_>>());
+        assert_eq!(
+            got[0][1],
+            Value::Decimal(Decimal::from_str("12345678901234567890.123").unwrap())
+        );
+        assert_eq!(
+            got[1],
+            rows[0]
+                .iter()
+                .map(|v| match v {
+                    Value::Decimal(d) => Value::Decimal(d.normalize()),
+                    v => v.clone(),
+                })
+                .collect::<Vec<_>>()
+        );
         assert_eq!(m.applied("prices").unwrap().as_deref(), Some("abc123"));
         // Decimal filters compare numbers, not text.
         let mut q2 = q.clone();
         q2.filter = vec![crate::source::Predicate::Compare {
             column: "PRICE".into(),
             op: crate::source::CompareOp::Gt,
-            param: Param { value: Value::Decimal(Decimal::from(9)), sql_type: crate::source::SqlType::Decimal { precision: 38, scale: 2 } },
+            param: Param {
+                value: Value::Decimal(Decimal::from(9)),
+                sql_type: crate::source::SqlType::Decimal {
+                    precision: 38,
+                    scale: 2,
+                },
+            },
         }];
         let got = all(&m, &q2);
         let skus: Vec<_> = got.iter().map(|r| r[0].clone()).collect();
@@ -698,7 +772,8 @@ mod tests {
         {
             let m = Mirror::open(&path, std::slice::from_ref(&t)).unwrap();
             let mut s = m.stage(&t).unwrap();
-            s.insert(&[Value::Text("A".into()), Value::Null, Value::Null]).unwrap();
+            s.insert(&[Value::Text("A".into()), Value::Null, Value::Null])
+                .unwrap();
             s.finish().unwrap();
             m.swap(&t, "abc", "P.csv", 1).unwrap();
         }
@@ -715,8 +790,16 @@ mod tests {
     fn quarantine_keeps_recent_rows() {
         let dir = tempfile::tempdir().unwrap();
         let m = Mirror::open(&dir.path().join("m.db"), &[table()]).unwrap();
-        m.quarantine_rows("prices", "P.csv", &[(7, "column PRICE: expected a decimal number".into(), "A;x".into())])
-            .unwrap();
+        m.quarantine_rows(
+            "prices",
+            "P.csv",
+            &[(
+                7,
+                "column PRICE: expected a decimal number".into(),
+                "A;x".into(),
+            )],
+        )
+        .unwrap();
         let q = m.quarantined("prices", 10).unwrap();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].position, 7);

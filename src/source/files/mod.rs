@@ -1,5 +1,5 @@
 //! The `files` source: export folders as resources. A folder is watched for complete exports
-//! ([`watch`]); an export is read record by record in its format ([`format`]); the applied
+//! ([`watch`]); an export is read record by record in its format ([`mod@format`]); the applied
 //! export of each resource is kept in a local SQLite [`mirror`], which the API reads like any
 //! other source. Applying an export (diff, guards, events) is capture's `export` strategy.
 
@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use self::mirror::{Mirror, MirrorTable};
+use self::watch::FolderWatch;
 use super::{
     ColumnInfo, Dialect, DialectKind, Param, Relation, Row, RowStream, SCAN_BUFFERED_BATCHES,
     SelectColumn, SelectQuery, Source, SourceError, SourceErrorKind, SqlType, TableInfo,
@@ -29,6 +30,7 @@ pub struct FilesSource {
     config: FilesSourceConfig,
     tables: Vec<MirrorTable>,
     mirror: Arc<Mirror>,
+    watch: Arc<FolderWatch>,
     dialect: Dialect,
 }
 
@@ -50,6 +52,19 @@ impl FilesSource {
                 .join(format!("files-{name}.db")),
         };
         let tables = tables_of(loaded, name);
+        // A missing folder is often a share not mounted yet: transient, like a database
+        // that is still starting.
+        let watch = FolderWatch::start(
+            dir.clone(),
+            config.archive_dir.as_ref().map(|a| base.join(a)),
+            config,
+        )
+        .map_err(|e| {
+            SourceError::new(
+                SourceErrorKind::Unavailable,
+                format!("source `{name}`: {e}"),
+            )
+        })?;
         let mirror = Mirror::open(&mirror_path, &tables)?;
         Ok(FilesSource {
             name: name.to_owned(),
@@ -57,6 +72,7 @@ impl FilesSource {
             config: config.clone(),
             tables,
             mirror: Arc::new(mirror),
+            watch: Arc::new(watch),
             dialect: Dialect::of(DialectKind::Sqlite),
         })
     }
@@ -74,6 +90,11 @@ impl FilesSource {
     /// The source's settings.
     pub fn config(&self) -> &FilesSourceConfig {
         &self.config
+    }
+
+    /// The folder watch: listings, wake-ups and archiving.
+    pub fn watch(&self) -> &Arc<FolderWatch> {
+        &self.watch
     }
 
     /// The mirror holding applied exports.
@@ -142,20 +163,35 @@ fn tables_of(loaded: &LoadedConfig, source: &str) -> Vec<MirrorTable> {
                 if columns.iter().all(|c| c.name != f.column) {
                     columns.push(SelectColumn {
                         name: f.column.clone(),
-                        decode: decode_type_of(f.ty, f.true_values.is_some() || f.false_values.is_some()),
+                        decode: decode_type_of(
+                            f.ty,
+                            f.true_values.is_some() || f.false_values.is_some(),
+                        ),
                     });
                 }
             }
-            let key = def
+            let key: Vec<String> = def
                 .key
                 .fields()
                 .iter()
                 .filter_map(|k| def.fields.get(k).map(|f| f.column.clone()))
                 .collect();
+            let required = |column: &str| {
+                def.file
+                    .as_ref()
+                    .and_then(|f| f.column(column))
+                    .is_some_and(|c| c.required)
+            };
+            let not_null = columns
+                .iter()
+                .map(|c| c.name.clone())
+                .filter(|c| key.contains(c) || required(c))
+                .collect();
             MirrorTable {
                 name: name.to_owned(),
                 columns,
                 key,
+                not_null,
             }
         })
         .collect()
@@ -230,7 +266,7 @@ impl Source for FilesSource {
                 name: c.name.clone(),
                 sql_type: sql_type_of(c.decode),
                 type_name: c.decode.as_str().to_owned(),
-                nullable: !table.key.contains(&c.name),
+                nullable: !table.not_null.contains(&c.name),
             })
             .collect())
     }
