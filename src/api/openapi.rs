@@ -519,7 +519,7 @@ mod tests {
 
     fn doc(captured: &[&str], auth: bool) -> serde_json::Value {
         let captured: Vec<String> = captured.iter().map(|s| s.to_string()).collect();
-        serde_json::to_value(build(std::iter::empty(), &captured, auth)).unwrap()
+        serde_json::to_value(build(std::iter::empty(), &captured, false, auth)).unwrap()
     }
 
     #[test]

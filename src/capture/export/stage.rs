@@ -168,7 +168,7 @@ pub fn stage(
                 }
             }
         }
-        if count % 10_000 == 0 {
+        if count.is_multiple_of(10_000) {
             progress(count, reader.bytes_read());
         }
     }

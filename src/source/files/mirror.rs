@@ -161,14 +161,15 @@ impl Mirror {
 
     /// The content hash of the export the live table of `table` holds.
     pub fn applied(&self, table: &str) -> Result<Option<String>, SourceError> {
-        let w = self.lock_writer()?;
-        w.query_row(
-            "SELECT sha256 FROM _lb_applied WHERE resource = ?1",
-            [table],
-            |r| r.get::<_, Option<String>>(0),
-        )
-        .optional()
-        .map(Option::flatten)
+        self.with_reader(|w| {
+            w.query_row(
+                "SELECT sha256 FROM _lb_applied WHERE resource = ?1",
+                [table],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
         .map_err(|e| sql_err("read applied export", e))
     }
 
@@ -306,15 +307,12 @@ impl Mirror {
         table: &str,
         limit: usize,
     ) -> Result<Vec<QuarantinedRow>, SourceError> {
-        let conn = self.lock_writer()?;
-        let mut stmt = conn
-            .prepare_cached(
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
                 "SELECT file, position, reason, raw, at FROM _lb_quarantine
                  WHERE resource = ?1 ORDER BY id DESC LIMIT ?2",
-            )
-            .map_err(|e| sql_err("read quarantine", e))?;
-        let rows = stmt
-            .query_map(rusqlite::params![table, limit as i64], |r| {
+            )?;
+            let rows = stmt.query_map(rusqlite::params![table, limit as i64], |r| {
                 Ok(QuarantinedRow {
                     file: r.get(0)?,
                     position: r.get::<_, i64>(1)? as u64,
@@ -322,10 +320,32 @@ impl Mirror {
                     raw: r.get(3)?,
                     at: r.get(4)?,
                 })
-            })
-            .map_err(|e| sql_err("read quarantine", e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| sql_err("read quarantine", e))
+            })?;
+            rows.collect()
+        })
+        .map_err(|e| sql_err("read quarantine", e))
+    }
+
+    /// Runs a small read on a read connection, so it never waits for an export being staged
+    /// (which holds the writer); opens a short-lived one when all are in use. Blocking.
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let pooled = self.readers.lock().ok().and_then(|mut r| r.pop());
+        match pooled {
+            Some(conn) => {
+                let result = f(&conn);
+                if let Ok(mut readers) = self.readers.lock() {
+                    readers.push(conn);
+                }
+                result
+            }
+            None => f(&Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?),
+        }
     }
 
     /// Runs a rendered SELECT on a read connection, decoding columns as `decode` says, and
