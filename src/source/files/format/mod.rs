@@ -11,6 +11,7 @@
 mod delimited;
 mod encoding;
 mod fixed;
+mod jsonl;
 mod lines;
 mod number;
 mod text;
@@ -103,6 +104,7 @@ pub struct ExportReader {
 enum Inner {
     Delimited(Box<delimited::DelimitedReader>),
     Fixed(Box<fixed::FixedReader>),
+    Jsonl(Box<jsonl::JsonlReader>),
 }
 
 impl ExportReader {
@@ -125,11 +127,14 @@ impl ExportReader {
             FileFormat::FixedWidth => {
                 Inner::Fixed(Box::new(fixed::FixedReader::open(file, def, columns)?))
             }
-            FileFormat::Dbf | FileFormat::Jsonl => {
+            FileFormat::Dbf => {
                 return Err(FileError::Layout(format!(
                     "{} exports cannot be read yet",
                     def.format.as_str()
                 )));
+            }
+            FileFormat::Jsonl => {
+                Inner::Jsonl(Box::new(jsonl::JsonlReader::open(file, def, columns)?))
             }
         };
         Ok(ExportReader {
@@ -144,6 +149,7 @@ impl ExportReader {
         match &self.inner {
             Inner::Delimited(r) => r.bytes_read(),
             Inner::Fixed(r) => r.bytes_read(),
+            Inner::Jsonl(r) => r.bytes_read(),
         }
     }
 
@@ -151,6 +157,7 @@ impl ExportReader {
         match &mut self.inner {
             Inner::Delimited(r) => r.next_item(),
             Inner::Fixed(r) => r.next_item(),
+            Inner::Jsonl(r) => r.next_item(),
         }
     }
 }

@@ -48,6 +48,20 @@ pub(super) fn parse_text(column: &Column, text: Cow<'_, str>) -> Result<Value, W
     }
 }
 
+/// The type with its article, for "expected ..." reasons.
+pub(super) fn described(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::String => "a string",
+        FieldType::Integer => "an integer",
+        FieldType::Decimal => "a decimal number",
+        FieldType::Boolean => "a boolean",
+        FieldType::Date => "a date",
+        FieldType::Time => "a time",
+        FieldType::Timestamp => "a timestamp",
+        FieldType::Binary => "binary data",
+    }
+}
+
 fn expected_format(what: &str, iso: &str, format: Option<&DateFormat>) -> Why {
     match format {
         Some(f) => format!("expected {what} in the format `{}`", f.text).into(),
