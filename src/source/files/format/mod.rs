@@ -8,6 +8,7 @@
 //! ([`FileError::Malformed`]). Reasons and errors never contain field values: they are logged,
 //! and values may be customer data.
 
+mod dbf;
 mod delimited;
 mod encoding;
 mod fixed;
@@ -104,6 +105,7 @@ pub struct ExportReader {
 enum Inner {
     Delimited(Box<delimited::DelimitedReader>),
     Fixed(Box<fixed::FixedReader>),
+    Dbf(Box<dbf::DbfReader>),
     Jsonl(Box<jsonl::JsonlReader>),
 }
 
@@ -128,10 +130,7 @@ impl ExportReader {
                 Inner::Fixed(Box::new(fixed::FixedReader::open(file, def, columns)?))
             }
             FileFormat::Dbf => {
-                return Err(FileError::Layout(format!(
-                    "{} exports cannot be read yet",
-                    def.format.as_str()
-                )));
+                Inner::Dbf(Box::new(dbf::DbfReader::open(path, file, def, columns)?))
             }
             FileFormat::Jsonl => {
                 Inner::Jsonl(Box::new(jsonl::JsonlReader::open(file, def, columns)?))
@@ -149,6 +148,7 @@ impl ExportReader {
         match &self.inner {
             Inner::Delimited(r) => r.bytes_read(),
             Inner::Fixed(r) => r.bytes_read(),
+            Inner::Dbf(r) => r.bytes_read(),
             Inner::Jsonl(r) => r.bytes_read(),
         }
     }
@@ -157,6 +157,7 @@ impl ExportReader {
         match &mut self.inner {
             Inner::Delimited(r) => r.next_item(),
             Inner::Fixed(r) => r.next_item(),
+            Inner::Dbf(r) => r.next_item(),
             Inner::Jsonl(r) => r.next_item(),
         }
     }
