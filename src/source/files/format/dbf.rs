@@ -232,6 +232,10 @@ fn header_error(e: dbase::Error) -> FileError {
             "the DBF has a field of type `{}`, which cannot be read",
             c.escape_default()
         )),
+        // The crate reports a header date that is not a date as invalid data.
+        dbase::ErrorKind::IoError(io) if io.kind() != io::ErrorKind::InvalidData => {
+            FileError::Io(io::Error::new(io.kind(), io.to_string()))
+        }
         _ => FileError::Layout(format!("not a readable DBF header: {e}")),
     }
 }

@@ -701,6 +701,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_runaway_quoted_field_is_malformed_not_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut content = b"A,B\n1,2\n3,\"never closed".to_vec();
+        content.resize(
+            content.len() + MAX_RECORD_BYTES + 3 * READ_BUFFER_BYTES,
+            b'x',
+        );
+        let path = write(&dir, "r.csv", &content);
+        let (items, err) = read_all(
+            &path,
+            &def("format = \"csv\""),
+            &[req("A", FieldType::Integer)],
+        );
+        assert_eq!(records(&items), vec![(2, vec![Value::Int(1)])]);
+        match err {
+            Some(FileError::Malformed(m)) => assert!(m.contains("after line 3"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         #[test]

@@ -23,17 +23,6 @@ pub(super) enum Charset {
     Web(&'static encoding_rs::Encoding),
 }
 
-impl std::fmt::Debug for Charset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Charset::Utf8 => f.write_str("UTF-8"),
-            Charset::Latin1 => f.write_str("ISO-8859-1"),
-            Charset::Oem(_) => f.write_str("DOS code page"),
-            Charset::Web(e) => f.write_str(e.name()),
-        }
-    }
-}
-
 impl Charset {
     /// The character set of a text export configured with `encoding` (UTF-8 when absent).
     pub(super) fn from_config(encoding: Option<TextEncoding>) -> Charset {
@@ -62,12 +51,10 @@ impl Charset {
 
     /// Decodes `bytes`, or `None` when they are not valid in this character set.
     pub(super) fn decode(self, bytes: &[u8]) -> Option<Cow<'_, str>> {
-        if bytes.is_ascii() {
-            // ASCII is valid UTF-8 and means the same in every supported character set.
-            return std::str::from_utf8(bytes).ok().map(Cow::Borrowed);
-        }
         match self {
             Charset::Utf8 => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
+            // ASCII means the same in every supported single-byte code page.
+            _ if bytes.is_ascii() => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
             Charset::Latin1 => Some(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())),
             Charset::Oem(table) => table.decode_string_checked(bytes).map(Cow::Owned),
             Charset::Web(e) => e.decode_without_bom_handling_and_without_replacement(bytes),

@@ -143,4 +143,20 @@ mod tests {
         // Without stripping, the mark stays (another encoding's bytes).
         assert_eq!(lines(b"\xEF\xBB\xBFa", false)[0].1, b"\xEF\xBB\xBFa");
     }
+
+    #[test]
+    fn an_overlong_line_makes_the_rest_unreadable() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"ok\n").unwrap();
+        f.write_all(&vec![b'x'; MAX_RECORD_BYTES + 1]).unwrap();
+        use std::io::Seek;
+        f.rewind().unwrap();
+        let mut r = LineReader::new(f, false).unwrap();
+        assert_eq!(r.next_line().unwrap().unwrap().bytes, b"ok");
+        let err = r.next_line().err().unwrap();
+        assert!(
+            matches!(&err, FileError::Malformed(m) if m.starts_with("line 2 ")),
+            "{err}"
+        );
+    }
 }

@@ -24,6 +24,7 @@ use crate::config::{FileDef, FileFormat};
 use crate::model::{FieldType, Value};
 
 use self::number::NumberStyle;
+use self::text::DateFormat;
 
 /// Size of the read buffer: exports run to millions of rows.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
@@ -38,6 +39,7 @@ const RAW_LIMIT_BYTES: usize = 4 * 1024;
 pub struct ColumnRequest {
     /// The column's name in the file (header name, layout entry, DBF field or JSON member).
     pub name: String,
+    /// The type of the field that maps the column: it decides how the text is read.
     pub decode: FieldType,
 }
 
@@ -48,6 +50,7 @@ pub struct FileRecord {
     /// the header), or 1-based physical record number (DBF, counting deleted records): what
     /// an operator needs to find the record in the file.
     pub position: u64,
+    /// One value per requested column, in request order.
     pub values: Vec<Value>,
 }
 
@@ -64,10 +67,13 @@ pub struct BadRow {
     pub raw: String,
 }
 
-/// One record of an export.
+/// One record of an export: read, or set aside with the reason (bad rows count against the
+/// export's `max_bad_row_share` and go to quarantine, they do not stop the file).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
+    /// A record whose requested columns all decoded.
     Record(FileRecord),
+    /// A record that could not be read.
     Bad(BadRow),
 }
 
@@ -88,7 +94,8 @@ pub enum FileError {
     Malformed(String),
 }
 
-/// Reads an export record by record. After an error the iterator ends.
+/// Reads an export record by record, streaming: memory stays bounded by one record and the
+/// read buffer whatever the file's size. After an error the iterator ends.
 pub struct ExportReader {
     format: FileFormat,
     inner: Inner,
@@ -111,7 +118,10 @@ impl ExportReader {
         columns: &[ColumnRequest],
     ) -> Result<ExportReader, FileError> {
         let file = File::open(path)?;
-        let columns: Vec<Column> = columns.iter().map(|c| Column::new(def, c)).collect();
+        let columns = columns
+            .iter()
+            .map(|c| Column::new(def, c))
+            .collect::<Result<Vec<_>, _>>()?;
         let inner = match def.format {
             FileFormat::Csv | FileFormat::Tsv => Inner::Delimited(Box::new(
                 delimited::DelimitedReader::open(file, def, columns)?,
@@ -192,23 +202,32 @@ struct Column {
     name: String,
     ty: FieldType,
     /// chrono format of dates, times and timestamps.
-    format: Option<String>,
+    format: Option<DateFormat>,
     number: NumberStyle,
 }
 
 impl Column {
-    fn new(def: &FileDef, request: &ColumnRequest) -> Column {
+    fn new(def: &FileDef, request: &ColumnRequest) -> Result<Column, FileError> {
         let options = def.column(&request.name);
-        Column {
+        let format = match options.and_then(|o| o.format.as_deref()) {
+            None => None,
+            Some(text) => Some(DateFormat::new(text).ok_or_else(|| {
+                FileError::Layout(format!(
+                    "column `{}`: `{text}` is not a valid date/time format",
+                    request.name
+                ))
+            })?),
+        };
+        Ok(Column {
             name: request.name.clone(),
             ty: request.decode,
-            format: options.and_then(|o| o.format.clone()),
+            format,
             number: NumberStyle {
                 decimal_separator: def.decimal_separator,
                 implied_decimals: options.and_then(|o| o.implied_decimals).unwrap_or(0),
                 sign: options.map(|o| o.sign).unwrap_or_default(),
             },
-        }
+        })
     }
 
     /// A reason naming this column.

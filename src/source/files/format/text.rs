@@ -5,7 +5,11 @@
 use std::borrow::Cow;
 
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::format::Fixed::Nanosecond;
+use chrono::format::Item::{Fixed, Literal, Numeric as Num};
+use chrono::format::Numeric::{Day, Hour, Minute, Month, Second, Year};
+use chrono::format::Pad::Zero;
+use chrono::format::{Item, Parsed, StrftimeItems, parse};
 
 use super::Column;
 use super::number::{parse_decimal, parse_integer};
@@ -17,15 +21,10 @@ pub(super) type Why = Cow<'static, str>;
 /// Decodes `text` as `column` asks. Strings are kept as they are (the caller decides about
 /// trimming); other types ignore surrounding whitespace, and an empty field is `Null`.
 pub(super) fn parse_text(column: &Column, text: Cow<'_, str>) -> Result<Value, Why> {
-    if column.ty == FieldType::String {
-        return Ok(Value::Text(text.into_owned()));
-    }
     let t = text.trim();
-    if t.is_empty() {
-        return Ok(Value::Null);
-    }
     match column.ty {
-        FieldType::String => Ok(Value::Text(t.to_owned())),
+        FieldType::String => Ok(Value::Text(text.into_owned())),
+        _ if t.is_empty() => Ok(Value::Null),
         FieldType::Integer => parse_integer(t, column.number)
             .map(Value::Int)
             .map_err(|e| e.reason(true).into()),
@@ -35,16 +34,12 @@ pub(super) fn parse_text(column: &Column, text: Cow<'_, str>) -> Result<Value, W
         FieldType::Boolean => parse_bool(t).map(Value::Bool).ok_or(Cow::Borrowed(
             "expected a boolean (true/false, 1/0, Y/N, T/F)",
         )),
-        FieldType::Date => parse_date(t, column.format.as_deref())
-            .ok_or_else(|| expected_format("a date", "YYYY-MM-DD", column.format.as_deref())),
-        FieldType::Time => parse_time(t, column.format.as_deref())
-            .ok_or_else(|| expected_format("a time", "HH:MM:SS", column.format.as_deref())),
-        FieldType::Timestamp => parse_timestamp(t, column.format.as_deref()).ok_or_else(|| {
-            expected_format(
-                "a timestamp",
-                "YYYY-MM-DD HH:MM:SS",
-                column.format.as_deref(),
-            )
+        FieldType::Date => parse_date(t, column.format.as_ref())
+            .ok_or_else(|| expected_format("a date", "YYYY-MM-DD", column.format.as_ref())),
+        FieldType::Time => parse_time(t, column.format.as_ref())
+            .ok_or_else(|| expected_format("a time", "HH:MM:SS", column.format.as_ref())),
+        FieldType::Timestamp => parse_timestamp(t, column.format.as_ref()).ok_or_else(|| {
+            expected_format("a timestamp", "YYYY-MM-DD HH:MM:SS", column.format.as_ref())
         }),
         FieldType::Binary => base64::engine::general_purpose::STANDARD
             .decode(t)
@@ -67,9 +62,9 @@ pub(super) fn described(ty: FieldType) -> &'static str {
     }
 }
 
-fn expected_format(what: &str, iso: &str, format: Option<&str>) -> Why {
+fn expected_format(what: &str, iso: &str, format: Option<&DateFormat>) -> Why {
     match format {
-        Some(f) => format!("expected {what} in the format `{f}`").into(),
+        Some(f) => format!("expected {what} in the format `{}`", f.text).into(),
         None => format!("expected {what} ({iso})").into(),
     }
 }
@@ -87,28 +82,113 @@ pub(super) fn parse_bool(t: &str) -> Option<bool> {
     }
 }
 
-fn parse_date(t: &str, format: Option<&str>) -> Option<Value> {
-    NaiveDate::parse_from_str(t, format.unwrap_or("%Y-%m-%d"))
-        .ok()
-        .map(Value::Date)
+/// A chrono format, parsed once per column instead of once per value.
+#[derive(Debug, Clone)]
+pub(super) struct DateFormat {
+    /// The format as configured, for messages.
+    pub text: String,
+    items: Vec<Item<'static>>,
+    /// Whether it reads an offset, making timestamps zoned.
+    offset: bool,
 }
 
-fn parse_time(t: &str, format: Option<&str>) -> Option<Value> {
-    NaiveTime::parse_from_str(t, format.unwrap_or("%H:%M:%S%.f"))
-        .ok()
-        .map(Value::Time)
+impl DateFormat {
+    /// Parses `text`; `None` when chrono cannot read it as a format.
+    pub(super) fn new(text: &str) -> Option<DateFormat> {
+        let items = StrftimeItems::new(text).parse_to_owned().ok()?;
+        Some(DateFormat {
+            text: text.to_owned(),
+            items,
+            offset: has_offset(text),
+        })
+    }
 }
 
-fn parse_timestamp(t: &str, format: Option<&str>) -> Option<Value> {
+const ISO_DATE: &[Item<'static>] = &[
+    Num(Year, Zero),
+    Literal("-"),
+    Num(Month, Zero),
+    Literal("-"),
+    Num(Day, Zero),
+];
+const ISO_TIME: &[Item<'static>] = &[
+    Num(Hour, Zero),
+    Literal(":"),
+    Num(Minute, Zero),
+    Literal(":"),
+    Num(Second, Zero),
+    Fixed(Nanosecond),
+];
+const ISO_TIMESTAMP_T: &[Item<'static>] = &[
+    Num(Year, Zero),
+    Literal("-"),
+    Num(Month, Zero),
+    Literal("-"),
+    Num(Day, Zero),
+    Literal("T"),
+    Num(Hour, Zero),
+    Literal(":"),
+    Num(Minute, Zero),
+    Literal(":"),
+    Num(Second, Zero),
+    Fixed(Nanosecond),
+];
+const ISO_TIMESTAMP_SPACE: &[Item<'static>] = &[
+    Num(Year, Zero),
+    Literal("-"),
+    Num(Month, Zero),
+    Literal("-"),
+    Num(Day, Zero),
+    Literal(" "),
+    Num(Hour, Zero),
+    Literal(":"),
+    Num(Minute, Zero),
+    Literal(":"),
+    Num(Second, Zero),
+    Fixed(Nanosecond),
+];
+
+fn parsed(t: &str, items: &[Item<'_>]) -> Option<Parsed> {
+    let mut p = Parsed::new();
+    parse(&mut p, t, items.iter()).ok()?;
+    Some(p)
+}
+
+fn parse_date(t: &str, format: Option<&DateFormat>) -> Option<Value> {
+    let items = format.map_or(ISO_DATE, |f| &f.items);
+    parsed(t, items)?.to_naive_date().ok().map(Value::Date)
+}
+
+fn parse_time(t: &str, format: Option<&DateFormat>) -> Option<Value> {
+    let items = format.map_or(ISO_TIME, |f| &f.items);
+    parsed(t, items)?.to_naive_time().ok().map(Value::Time)
+}
+
+fn parse_timestamp(t: &str, format: Option<&DateFormat>) -> Option<Value> {
     match format {
-        // With an offset in the format the value is zoned; without, chrono would parse an
-        // offset-less format into a naive timestamp, which is what the text means.
-        Some(f) if has_offset(f) => DateTime::parse_from_str(t, f).ok().map(Value::Timestamp),
-        Some(f) => NaiveDateTime::parse_from_str(t, f)
+        // With an offset in the format the value is zoned; otherwise it is naive.
+        Some(f) if f.offset => parsed(t, &f.items)?
+            .to_datetime()
+            .ok()
+            .map(Value::Timestamp),
+        Some(f) => parsed(t, &f.items)?
+            .to_naive_datetime_with_offset(0)
             .ok()
             .map(Value::NaiveTimestamp),
-        // ISO 8601 with `T` or a space; naive unless an offset is written.
-        None => Value::parse(FieldType::Timestamp, t).ok(),
+        None => {
+            // The common ISO forms without offset first; the rest (an offset, a date
+            // alone) as the model reads timestamps.
+            let items = match t.as_bytes().get(10) {
+                Some(b'T') => Some(ISO_TIMESTAMP_T),
+                Some(b' ') => Some(ISO_TIMESTAMP_SPACE),
+                _ => None,
+            };
+            items
+                .and_then(|items| parsed(t, items))
+                .and_then(|p| p.to_naive_datetime_with_offset(0).ok())
+                .map(Value::NaiveTimestamp)
+                .or_else(|| Value::parse(FieldType::Timestamp, t).ok())
+        }
     }
 }
 
@@ -132,13 +212,14 @@ mod tests {
     use super::*;
     use crate::config::SignConvention;
     use crate::source::files::format::number::NumberStyle;
+    use chrono::{NaiveDate, NaiveTime};
     use rust_decimal::Decimal;
 
     fn col(ty: FieldType, format: Option<&str>) -> Column {
         Column {
             name: "C".into(),
             ty,
-            format: format.map(str::to_owned),
+            format: format.map(|f| DateFormat::new(f).unwrap()),
             number: NumberStyle::default(),
         }
     }
