@@ -410,7 +410,7 @@ impl Stager<'_> {
             .conn
             .prepare_cached(&self.insert)
             .map_err(|e| sql_err("stage row", e))?;
-        stmt.execute(params_from_iter(row.iter().map(to_sql)))
+        stmt.execute(params_from_iter(row.iter().map(Bind)))
             .map_err(|e| sql_err("stage row", e))?;
         self.rows += 1;
         Ok(self.conn.last_insert_rowid())
@@ -559,8 +559,32 @@ pub fn to_sql(value: &Value) -> SqlValue {
     }
 }
 
+/// A value bound without copying its text or bytes (staging writes every cell of an export).
+struct Bind<'a>(&'a Value);
+
+impl rusqlite::ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ToSqlOutput;
+        Ok(match self.0 {
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Binary(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            other => ToSqlOutput::Owned(to_sql(other)),
+        })
+    }
+}
+
+/// Decimals with at most this many significant digits are exactly recovered from the
+/// correctly rounded float (shortest round-trip printing).
+const FLOAT_SAFE_MANTISSA: u64 = 1_000_000_000_000_000;
+
 /// REAL when the float reads back as the same decimal, TEXT otherwise (exact either way).
 fn decimal_to_sql(d: &Decimal) -> SqlValue {
+    let mantissa = d.mantissa().unsigned_abs();
+    if mantissa < u128::from(FLOAT_SAFE_MANTISSA) && d.scale() <= 22 {
+        // Both operands are exact floats and IEEE division rounds correctly.
+        let f = d.mantissa() as f64 / 10f64.powi(d.scale() as i32);
+        return SqlValue::Real(f);
+    }
     if let Some(f) = d.to_f64()
         && f.is_finite()
         && Decimal::from_str(&f.to_string()).is_ok_and(|back| back == *d)
@@ -583,7 +607,7 @@ fn read_with(
     };
     let mut stmt = conn.prepare_cached(sql).map_err(query_err)?;
     let mut rows = stmt
-        .query(params_from_iter(params.iter().map(|p| to_sql(&p.value))))
+        .query(params_from_iter(params.iter().map(|p| Bind(&p.value))))
         .map_err(query_err)?;
     let mut out = Vec::with_capacity(batch.min(1024));
     while let Some(r) = rows.next().map_err(query_err)? {
@@ -804,6 +828,16 @@ mod tests {
         drop(m);
         let m = Mirror::open(&path, std::slice::from_ref(&t2)).unwrap();
         assert_eq!(m.applied("prices").unwrap(), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decimals_read_back_exactly(mantissa in proptest::prelude::any::<i64>(), scale in 0u32..=28) {
+            let d = Decimal::from_i128_with_scale(i128::from(mantissa), scale);
+            let stored = to_sql(&Value::Decimal(d));
+            let back = decode_value(ValueRef::from(&stored), FieldType::Decimal).unwrap();
+            proptest::prop_assert_eq!(back, Value::Decimal(d.normalize()));
+        }
     }
 
     #[test]
