@@ -10,7 +10,7 @@
 //! makes the redo emit only what is not committed yet (event ids are deterministic).
 
 mod plan;
-mod stage;
+mod read;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,8 +18,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use self::plan::{Plan, Planned};
-use self::stage::{Entry, StageError, Staged};
+use self::plan::Planned;
+use self::read::{ReadError, Replay, Staged, field_columns};
 use super::event::{Found, materialize};
 use super::key::observe;
 use super::status::{
@@ -31,10 +31,10 @@ use super::{CaptureError, StepOutcome};
 use crate::config::{FileDef, InitialLoad};
 use crate::model::{ChangeOrigin, Value};
 use crate::source::files::FilesSource;
-use crate::source::files::mirror::MirrorTable;
+use crate::source::files::mirror::{MirrorTable, WriteMode};
 use crate::source::files::watch::Candidate;
 use crate::source::{SourceError, SourceErrorKind};
-use crate::store::{Commit, Store};
+use crate::store::{Commit, KeyState, Store};
 
 fn unavailable(message: String) -> CaptureError {
     CaptureError::Source(SourceError::new(SourceErrorKind::Unavailable, message))
@@ -271,14 +271,13 @@ async fn apply(
     tracing::info!(resource = %name, file = %file.name, size = file.size, "applying export");
     let staged = {
         let target = target.clone();
-        let mirror = Arc::clone(export.files.mirror());
         let table = export.table.clone();
         let def = export.def.clone();
         let path: PathBuf = file.path.clone();
         let board = Arc::clone(board);
         let resource = name.clone();
         blocking(move || {
-            stage::stage(&target, &mirror, &table, &def, &path, |records, _bytes| {
+            read::read_entries(&target, &table, &def, &path, |records, _bytes| {
                 board.update(&resource, |s| {
                     if let Some(scan) = s.scan.as_mut() {
                         scan.rows_scanned = records;
@@ -290,12 +289,12 @@ async fn apply(
     };
     let staged = match staged {
         Ok(s) => s,
-        Err(StageError::Unfit(reason)) => {
+        Err(ReadError::Unfit(reason)) => {
             tracing::warn!(resource = %name, file = %file.name, %reason, "export rejected");
-            reject(export, status, file, sha256, reason).await?;
+            reject(status, file, sha256, reason);
             return Ok(StepOutcome::default());
         }
-        Err(StageError::Failed(e)) => return Err(e),
+        Err(ReadError::Failed(e)) => return Err(e),
     };
     quarantine(export, file, &staged, status).await?;
     let records = staged.records();
@@ -312,7 +311,7 @@ async fn apply(
             export.def.max_bad_row_share * 100.0
         );
         tracing::warn!(resource = %name, file = %file.name, bad = staged.bad_count, records, "export rejected: too many bad records");
-        reject(export, status, file, sha256, reason).await?;
+        reject(status, file, sha256, reason);
         return Ok(StepOutcome::default());
     }
     let initial = !cp.initial_done;
@@ -325,7 +324,6 @@ async fn apply(
     .await?;
     if !approved && plan.delete_share() > export.def.max_delete_share {
         tracing::warn!(resource = %name, file = %file.name, deletes = plan.deleted, live = plan.live_before, "export held: it would delete too many records");
-        discard(export).await?;
         status.state = ExportState::Held;
         status.held = Some(HeldExport {
             file: file.name.clone(),
@@ -341,34 +339,134 @@ async fn apply(
         });
     }
     let mut export_cp = cp.export.clone().unwrap_or_default();
+    // A cut apply (of this or another export) may have committed events whose mirror writes
+    // were rolled back: only a rebuild makes the mirror match the key state again.
+    let cut_short = export_cp.applying_sha256.is_some();
+    let previous = export_cp.applied_sha256.clone();
     export_cp.applying_sha256 = Some(sha256.to_owned());
-    cp.export = Some(export_cp.clone());
+    cp.export = Some(export_cp);
+    let mirrored = {
+        let mirror = Arc::clone(export.files.mirror());
+        let table = name.clone();
+        blocking(move || mirror.applied(&table)).await??
+    };
+    let mode = if mirrored.as_deref() == Some(sha256) {
+        None
+    } else if !cut_short && mirrored == previous {
+        Some(WriteMode::Delta)
+    } else {
+        Some(WriteMode::Rebuild)
+    };
     let origin = if initial {
         ChangeOrigin::Initial
     } else {
         ChangeOrigin::Capture
     };
     let silent = initial && target.def.initial == InitialLoad::None;
-    let (changes, last_seq) = commit_plan(
+    let commit = Committer {
         export,
         store,
-        cp,
-        &staged.entries,
-        &plan,
         origin,
         silent,
-        file,
-    )
-    .await?;
-    {
+        checkpoint: cp.to_stored(),
+    };
+    let mut changes = 0;
+    let mut last_seq = None;
+    // Deletions first: they need nothing from the file.
+    let deletes: Vec<&KeyState> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Planned::Delete(old) => Some(old),
+            Planned::Upsert { .. } => None,
+        })
+        .collect();
+    for chunk in deletes.chunks(target.def.batch_size.max(1)) {
+        let position = serde_json::json!({"strategy": "export", "file": file.name});
+        let found = chunk
+            .iter()
+            .map(|old| Found::deletion((*old).clone(), position.clone()))
+            .collect();
+        let (n, seq) = commit.commit(found).await?;
+        changes += n;
+        last_seq = seq.or(last_seq);
+    }
+    // Pass 2: the changed records, and the mirror write.
+    let entries = Arc::new(staged.entries);
+    let mut wanted: Vec<(u64, usize, usize)> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            Planned::Upsert { entry, .. } => Some((entries[*entry].position, i, *entry)),
+            Planned::Delete(_) => None,
+        })
+        .collect();
+    wanted.sort_unstable();
+    let mut kept: Vec<(u64, usize)> = if mode == Some(WriteMode::Rebuild) {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.position, i))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    kept.sort_unstable();
+    let replay = Replay {
+        mode,
+        kept,
+        wanted,
+        deletes: deletes.iter().map(|d| d.key.clone()).collect(),
+        entries: Arc::clone(&entries),
+        sha256: sha256.to_owned(),
+        file_name: file.name.clone(),
+        batch: target.def.batch_size.max(1),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let pass2 = {
+        let target = target.clone();
         let mirror = Arc::clone(export.files.mirror());
         let table = export.table.clone();
-        let sha = sha256.to_owned();
-        let file_name = file.name.clone();
-        let rows = staged.entries.len() as u64;
-        blocking(move || mirror.swap(&table, &sha, &file_name, rows)).await??;
+        let def = export.def.clone();
+        let path = file.path.clone();
+        tokio::task::spawn_blocking(move || {
+            read::replay(&target, &mirror, &table, &def, &path, replay, &tx)
+        })
+    };
+    let columns = field_columns(target, export.table);
+    while let Some(batch) = rx.recv().await {
+        let mut found = Vec::with_capacity(batch.len());
+        for (step, values) in batch {
+            let Planned::Upsert { op, entry, prior } = &plan.steps[step] else {
+                continue;
+            };
+            let row: Vec<Value> = columns
+                .iter()
+                .map(|&i| values.get(i).cloned().unwrap_or(Value::Null))
+                .collect();
+            let seen = observe(target, row)?;
+            let position = serde_json::json!({
+                "strategy": "export",
+                "file": file.name,
+                "line": entries[*entry].position,
+            });
+            found.push(Found::of_row(*op, seen, prior.as_ref(), position));
+        }
+        let (n, seq) = commit.commit(found).await?;
+        changes += n;
+        last_seq = seq.or(last_seq);
     }
-    // The export is applied once this commits; a crash before it redoes the (now empty) plan.
+    match pass2.await {
+        Ok(Ok(())) => {}
+        Ok(Err(ReadError::Failed(e))) => return Err(e),
+        Ok(Err(ReadError::Unfit(reason))) => {
+            return Err(unavailable(format!("{}: {reason}", file.name)));
+        }
+        Err(e) => return Err(unavailable(format!("reading the export failed: {e}"))),
+    }
+    // The export is applied once this commits; a crash before it redoes the (now empty) plan
+    // and rebuilds the mirror.
     cp.export = Some(ExportCheckpoint {
         applied_sha256: Some(sha256.to_owned()),
         applied_file: Some(file.name.clone()),
@@ -385,7 +483,7 @@ async fn apply(
             checkpoint: Some(cp.to_stored()),
         })
         .await?;
-    tracing::info!(resource = %name, file = %file.name, records, created = plan.created, updated = plan.updated, deleted = plan.deleted, quarantined = staged.bad_count, "export applied");
+    tracing::info!(resource = %name, file = %file.name, records, created = plan.created, updated = plan.updated, deleted = plan.deleted, quarantined = staged.bad_count, mirror = ?mode, "export applied");
     status.state = ExportState::Applied;
     status.held = None;
     status.rejected = None;
@@ -408,114 +506,38 @@ async fn apply(
     })
 }
 
-/// Commits the plan's changes in batches, each with the checkpoint.
-#[allow(clippy::too_many_arguments)]
-async fn commit_plan(
-    export: &Export<'_>,
-    store: &dyn Store,
-    cp: &Checkpoint,
-    entries: &[Entry],
-    plan: &Plan,
+/// Commits found changes with the export's checkpoint (`applying` set).
+struct Committer<'a> {
+    export: &'a Export<'a>,
+    store: &'a dyn Store,
     origin: ChangeOrigin,
     silent: bool,
-    file: &Candidate,
-) -> Result<(u64, Option<u64>), CaptureError> {
-    let target = export.target;
-    let mut changes = 0;
-    let mut last_seq = None;
-    let field_columns = export.field_columns();
-    for chunk in plan.steps.chunks(target.def.batch_size.max(1)) {
-        let ids: Vec<i64> = chunk
-            .iter()
-            .filter_map(|p| match p {
-                Planned::Upsert { entry, .. } => Some(entries[*entry].rowid),
-                Planned::Delete(_) => None,
-            })
-            .collect();
-        let rows = {
-            let mirror = Arc::clone(export.files.mirror());
-            let table = export.table.clone();
-            blocking(move || mirror.staged_rows(&table, &ids)).await??
-        };
-        let mut rows = rows.into_iter();
-        let mut found = Vec::with_capacity(chunk.len());
-        for step in chunk {
-            match step {
-                Planned::Upsert { op, entry, prior } => {
-                    let row = rows.next().ok_or_else(|| {
-                        unavailable("a staged row vanished while applying".to_owned())
-                    })?;
-                    let row: Vec<Value> = field_columns
-                        .iter()
-                        .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
-                        .collect();
-                    let seen = observe(target, row)?;
-                    let position = serde_json::json!({
-                        "strategy": "export",
-                        "file": file.name,
-                        "line": entries[*entry].position,
-                    });
-                    found.push(Found::of_row(*op, seen, prior.as_ref(), position));
-                }
-                Planned::Delete(old) => {
-                    let position = serde_json::json!({"strategy": "export", "file": file.name});
-                    found.push(Found::deletion(old.clone(), position));
-                }
-            }
-        }
-        let (mut events, state) = materialize(target, store, origin, found).await?;
-        if silent {
+    checkpoint: serde_json::Value,
+}
+
+impl Committer<'_> {
+    /// Events appended and the last sequence number.
+    async fn commit(&self, found: Vec<Found>) -> Result<(u64, Option<u64>), CaptureError> {
+        let target = self.export.target;
+        let (mut events, state) = materialize(target, self.store, self.origin, found).await?;
+        if self.silent {
             events.clear();
         }
-        changes += events.len() as u64;
-        if let Some(a) = store
+        let n = events.len() as u64;
+        let appended = self
+            .store
             .commit(Commit {
                 resource: target.name.clone(),
                 events,
                 state,
-                checkpoint: Some(cp.to_stored()),
+                checkpoint: Some(self.checkpoint.clone()),
             })
-            .await?
-        {
-            last_seq = Some(a.last_seq);
-        }
-    }
-    Ok((changes, last_seq))
-}
-
-impl Export<'_> {
-    /// Where each field's column sits in a mirror row.
-    fn field_columns(&self) -> Vec<usize> {
-        self.target
-            .resource
-            .fields
-            .iter()
-            .map(|f| {
-                self.table
-                    .columns
-                    .iter()
-                    .position(|c| c.name == f.column)
-                    .unwrap_or(0)
-            })
-            .collect()
+            .await?;
+        Ok((n, appended.map(|a| a.last_seq)))
     }
 }
 
-async fn discard(export: &Export<'_>) -> Result<(), CaptureError> {
-    let mirror = Arc::clone(export.files.mirror());
-    let table = export.table.clone();
-    blocking(move || mirror.discard(&table)).await??;
-    Ok(())
-}
-
-async fn reject(
-    export: &Export<'_>,
-    status: &mut ExportStatus,
-    file: &Candidate,
-    sha256: &str,
-    reason: String,
-) -> Result<(), CaptureError> {
-    discard(export).await?;
+fn reject(status: &mut ExportStatus, file: &Candidate, sha256: &str, reason: String) {
     status.state = ExportState::Rejected;
     status.rejected = Some(RejectedExport {
         file: file.name.clone(),
@@ -523,7 +545,6 @@ async fn reject(
         at: Utc::now(),
         reason,
     });
-    Ok(())
 }
 
 /// Records the file's bad rows for operators; logs only positions and counts.

@@ -2,7 +2,7 @@
 //! to find what is created, updated and deleted, before anything is committed, so the delete
 //! guard can hold a suspicious export whole.
 
-use super::stage::Entry;
+use super::read::Entry;
 use crate::capture::CaptureError;
 use crate::capture::key::TOMBSTONE;
 use crate::capture::snapshot::StoredKeys;
@@ -26,6 +26,7 @@ pub enum Planned {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub steps: Vec<Planned>,
+    /// Records new to the resource (`snapshot` events on a first export).
     pub created: u64,
     pub updated: u64,
     pub deleted: u64,
@@ -71,7 +72,8 @@ pub async fn plan(
             Some(_) => None,
         };
         match op {
-            Some(ChangeOp::Created) => plan.created += 1,
+            // A first export's records are new to the resource, whatever the event says.
+            Some(ChangeOp::Created | ChangeOp::Snapshot) => plan.created += 1,
             Some(ChangeOp::Updated) => plan.updated += 1,
             _ => {}
         }

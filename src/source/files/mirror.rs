@@ -23,9 +23,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
+use crate::config::Trim;
 use crate::model::{FieldType, Value};
 use crate::source::{Dialect, DialectKind, Param, Row, SelectColumn, SourceError, SourceErrorKind};
 
+/// The column holding each row's encoded key (capture's key encoding), by which changes are
+/// applied; the API never selects it.
+const KEY_COLUMN: &str = "\"_lb_key\"";
 /// Read connections kept open; more concurrent reads wait for one.
 const READERS: usize = 4;
 /// Quarantined rows kept per resource (the most recent files').
@@ -44,6 +48,9 @@ pub struct MirrorTable {
     pub key: Vec<String>,
     /// Columns that are never NULL: the key and columns marked `required`.
     pub not_null: Vec<String>,
+    /// Padding stripped from each column's text before it is stored, as the field mapping
+    /// it says: filters then compare with the value the API shows, not with the padded one.
+    pub trims: Vec<Trim>,
 }
 
 impl MirrorTable {
@@ -54,7 +61,35 @@ impl MirrorTable {
             .iter()
             .map(|c| format!("{}:{}", c.name, c.decode.as_str()))
             .collect();
-        format!("{}|{}", cols.join(","), self.key.join(","))
+        format!(
+            "v2|{}|{}|{:?}",
+            cols.join(","),
+            self.key.join(","),
+            self.trims
+        )
+    }
+
+    fn column_defs(&self, dialect: &Dialect) -> String {
+        let mut cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", dialect.quote(&c.name), column_type(c.decode)))
+            .collect();
+        cols.push(format!("{KEY_COLUMN} BLOB NOT NULL"));
+        cols.join(", ")
+    }
+
+    /// The two indexes of a live table: the key columns (lookups and key order for the API)
+    /// and the encoded key (applying changes).
+    fn index_sql(&self, dialect: &Dialect, on: &str, tag: &str) -> String {
+        let key: Vec<String> = self.key.iter().map(|k| dialect.quote(k)).collect();
+        format!(
+            "CREATE INDEX {} ON {on} ({});
+             CREATE UNIQUE INDEX {} ON {on} ({KEY_COLUMN});",
+            dialect.quote(&format!("{}__key_{tag}", self.name)),
+            key.join(", "),
+            dialect.quote(&format!("{}__lbkey_{tag}", self.name)),
+        )
     }
 
     fn staging(&self) -> String {
@@ -173,89 +208,56 @@ impl Mirror {
         .map_err(|e| sql_err("read applied export", e))
     }
 
-    /// Starts loading a new export of `table` into its staging table (replacing any earlier
-    /// staging). Blocking; holds the writer until the [`Stager`] is dropped.
-    pub fn stage<'a>(&'a self, table: &'a MirrorTable) -> Result<Stager<'a>, SourceError> {
+    /// Starts writing an export of `table`, in one transaction that readers do not see
+    /// until [`MirrorWrite::finish`]: as changes to the live table (`Delta`, when it holds
+    /// the previous export) or as a new table swapped in whole (`Rebuild`). Blocking; holds
+    /// the writer until finished or dropped (dropping rolls back).
+    pub fn begin<'a>(
+        &'a self,
+        table: &'a MirrorTable,
+        mode: WriteMode,
+    ) -> Result<MirrorWrite<'a>, SourceError> {
         let conn = self.lock_writer()?;
-        let staging = self.dialect.quote(&table.staging());
-        let cols: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", self.dialect.quote(&c.name), column_type(c.decode)))
-            .collect();
-        conn.execute_batch(&format!(
-            "DROP TABLE IF EXISTS {staging}; CREATE TABLE {staging} ({}); BEGIN;",
-            cols.join(", ")
-        ))
-        .map_err(|e| sql_err("create staging table", e))?;
-        let marks = vec!["?"; table.columns.len()].join(", ");
-        let insert = format!("INSERT INTO {staging} VALUES ({marks})");
-        Ok(Stager {
+        let q = |n: &str| self.dialect.quote(n);
+        let cols: Vec<String> = table.columns.iter().map(|c| q(&c.name)).collect();
+        let marks = vec!["?"; table.columns.len() + 1].join(", ");
+        let (target, upsert) = match mode {
+            WriteMode::Rebuild => {
+                let staging = q(&table.staging());
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; DROP TABLE IF EXISTS {staging}; CREATE TABLE {staging} ({});",
+                    table.column_defs(&self.dialect)
+                ))
+                .map_err(|e| sql_err("create staging table", e))?;
+                let insert = format!(
+                    "INSERT INTO {staging} ({}, {KEY_COLUMN}) VALUES ({marks})",
+                    cols.join(", ")
+                );
+                (staging, insert)
+            }
+            WriteMode::Delta => {
+                conn.execute_batch("BEGIN IMMEDIATE")
+                    .map_err(|e| sql_err("begin", e))?;
+                let live = q(&table.name);
+                let set: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+                let upsert = format!(
+                    "INSERT INTO {live} ({}, {KEY_COLUMN}) VALUES ({marks})
+                     ON CONFLICT ({KEY_COLUMN}) DO UPDATE SET {}",
+                    cols.join(", "),
+                    set.join(", ")
+                );
+                (live, upsert)
+            }
+        };
+        let delete = format!("DELETE FROM {target} WHERE {KEY_COLUMN} = ?1");
+        Ok(MirrorWrite {
             conn,
             table,
-            insert,
-            staging,
-            rows: 0,
+            mode,
+            upsert,
+            delete,
+            dialect: &self.dialect,
         })
-    }
-
-    /// Swaps the staged export of `table` in (with its key index) and records it as applied.
-    pub fn swap(
-        &self,
-        table: &MirrorTable,
-        sha256: &str,
-        file: &str,
-        rows: u64,
-    ) -> Result<(), SourceError> {
-        let conn = self.lock_writer()?;
-        let live = self.dialect.quote(&table.name);
-        let staging = self.dialect.quote(&table.staging());
-        let index = self.dialect.quote(&format!(
-            "{}__key_{}",
-            table.name,
-            &sha256[..sha256.len().min(12)]
-        ));
-        let key: Vec<String> = table.key.iter().map(|k| self.dialect.quote(k)).collect();
-        let swap = || -> rusqlite::Result<()> {
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE;
-                 DROP INDEX IF EXISTS {index};
-                 CREATE INDEX {index} ON {staging} ({});
-                 DROP TABLE IF EXISTS {live};
-                 ALTER TABLE {staging} RENAME TO {live};",
-                key.join(", ")
-            ))?;
-            conn.execute(
-                "INSERT INTO _lb_applied (resource, sha256, layout, file, rows, applied_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (resource) DO UPDATE SET sha256 = excluded.sha256,
-                   layout = excluded.layout, file = excluded.file, rows = excluded.rows,
-                   applied_at = excluded.applied_at",
-                rusqlite::params![
-                    table.name,
-                    sha256,
-                    table.layout(),
-                    file,
-                    rows as i64,
-                    chrono::Utc::now().to_rfc3339()
-                ],
-            )?;
-            conn.execute_batch("COMMIT")
-        };
-        swap().map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            sql_err("swap in the new export", e)
-        })
-    }
-
-    /// Drops a staged export that will not be applied (rejected or held).
-    pub fn discard(&self, table: &MirrorTable) -> Result<(), SourceError> {
-        let conn = self.lock_writer()?;
-        conn.execute_batch(&format!(
-            "DROP TABLE IF EXISTS {}",
-            self.dialect.quote(&table.staging())
-        ))
-        .map_err(|e| sql_err("drop staging table", e))
     }
 
     /// Records the bad rows of one processed file, keeping the most recent
@@ -394,95 +396,97 @@ impl Mirror {
     }
 }
 
-/// Loads one export into the staging table; committed by [`Stager::finish`].
-pub struct Stager<'a> {
-    conn: std::sync::MutexGuard<'a, Connection>,
-    table: &'a MirrorTable,
-    insert: String,
-    staging: String,
-    rows: u64,
+/// How an export is written to the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Changes to the live table, which holds the previous export.
+    Delta,
+    /// Every record into a new table that replaces the live one.
+    Rebuild,
 }
 
-impl Stager<'_> {
-    /// Appends a row (values in the table's column order); returns its row id.
-    pub fn insert(&mut self, row: &[Value]) -> Result<i64, SourceError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&self.insert)
-            .map_err(|e| sql_err("stage row", e))?;
-        stmt.execute(params_from_iter(row.iter().map(Bind)))
-            .map_err(|e| sql_err("stage row", e))?;
-        self.rows += 1;
-        Ok(self.conn.last_insert_rowid())
-    }
+/// An export being written; see [`Mirror::begin`].
+pub struct MirrorWrite<'a> {
+    conn: std::sync::MutexGuard<'a, Connection>,
+    table: &'a MirrorTable,
+    mode: WriteMode,
+    upsert: String,
+    delete: String,
+    dialect: &'a Dialect,
+}
 
-    /// Removes staged rows (duplicates of a key found after loading).
-    pub fn remove(&mut self, ids: &[i64]) -> Result<(), SourceError> {
+impl MirrorWrite<'_> {
+    /// Writes the record with encoded key `key` (values in the table's column order).
+    pub fn put(&mut self, key: &[u8], row: &[Value]) -> Result<(), SourceError> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("DELETE FROM {} WHERE rowid = ?1", self.staging))
-            .map_err(|e| sql_err("remove staged row", e))?;
-        for id in ids {
-            stmt.execute([id])
-                .map_err(|e| sql_err("remove staged row", e))?;
-        }
-        self.rows -= ids.len() as u64;
+            .prepare_cached(&self.upsert)
+            .map_err(|e| sql_err("write row", e))?;
+        let values = row
+            .iter()
+            .zip(&self.table.trims)
+            .map(|(v, trim)| Bind::trimmed(v, *trim));
+        let key = Bind::bytes(key);
+        stmt.execute(params_from_iter(values.chain(std::iter::once(key))))
+            .map_err(|e| sql_err("write row", e))?;
         Ok(())
     }
 
-    /// Rows staged so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
+    /// Removes the record with encoded key `key`.
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), SourceError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&self.delete)
+            .map_err(|e| sql_err("delete row", e))?;
+        stmt.execute([key]).map_err(|e| sql_err("delete row", e))?;
+        Ok(())
     }
 
-    /// Commits the staged rows.
-    pub fn finish(self) -> Result<u64, SourceError> {
+    /// Makes the export the served one and records it as applied, atomically.
+    pub fn finish(self, sha256: &str, file: &str, rows: u64) -> Result<(), SourceError> {
+        let table = self.table;
+        let q = |n: &str| self.dialect.quote(n);
+        if self.mode == WriteMode::Rebuild {
+            let live = q(&table.name);
+            let staging = q(&table.staging());
+            let tag = &sha256[..sha256.len().min(12)];
+            self.conn
+                .execute_batch(&format!(
+                    "{}
+                     DROP TABLE IF EXISTS {live};
+                     ALTER TABLE {staging} RENAME TO {live};",
+                    table.index_sql(self.dialect, &staging, tag)
+                ))
+                .map_err(|e| sql_err("swap in the new export", e))?;
+        }
+        self.conn
+            .execute(
+                "INSERT INTO _lb_applied (resource, sha256, layout, file, rows, applied_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (resource) DO UPDATE SET sha256 = excluded.sha256,
+                   layout = excluded.layout, file = excluded.file, rows = excluded.rows,
+                   applied_at = excluded.applied_at",
+                rusqlite::params![
+                    table.name,
+                    sha256,
+                    table.layout(),
+                    file,
+                    rows as i64,
+                    chrono::Utc::now().to_rfc3339()
+                ],
+            )
+            .map_err(|e| sql_err("record the applied export", e))?;
         self.conn
             .execute_batch("COMMIT")
-            .map_err(|e| sql_err("commit staged export", e))?;
-        Ok(self.rows)
-    }
-
-    /// The staging table's name, for [`rows_by_id`].
-    pub fn table(&self) -> &MirrorTable {
-        self.table
+            .map_err(|e| sql_err("commit the export", e))
     }
 }
 
-impl Drop for Stager<'_> {
+impl Drop for MirrorWrite<'_> {
     fn drop(&mut self) {
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
-    }
-}
-
-impl Mirror {
-    /// Staged rows by row id, in the order of `ids`. Blocking.
-    pub fn staged_rows(&self, table: &MirrorTable, ids: &[i64]) -> Result<Vec<Row>, SourceError> {
-        let conn = self.lock_writer()?;
-        let cols: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| self.dialect.quote(&c.name))
-            .collect();
-        let sql = format!(
-            "SELECT {} FROM {} WHERE rowid = ?1",
-            cols.join(", "),
-            self.dialect.quote(&table.staging())
-        );
-        let mut stmt = conn
-            .prepare_cached(&sql)
-            .map_err(|e| sql_err("read staged row", e))?;
-        let decode: Vec<FieldType> = table.columns.iter().map(|c| c.decode).collect();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row = stmt
-                .query_row([id], |r| decode_row(r, &decode))
-                .map_err(|e| sql_err("read staged row", e))?;
-            out.push(row);
-        }
-        Ok(out)
     }
 }
 
@@ -504,21 +508,14 @@ fn prepare_table(
         if layout.is_some() {
             tracing::info!(resource = %table.name, "adapter layout changed; the mirror table is rebuilt from the next export");
         }
-        let cols: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", dialect.quote(&c.name), column_type(c.decode)))
-            .collect();
-        let key: Vec<String> = table.key.iter().map(|k| dialect.quote(k)).collect();
-        let index = dialect.quote(&format!("{}__key", table.name));
         conn.execute_batch(&format!(
             "BEGIN;
              DROP TABLE IF EXISTS {live};
              CREATE TABLE {live} ({});
-             CREATE INDEX {index} ON {live} ({});
+             {}
              COMMIT;",
-            cols.join(", "),
-            key.join(", ")
+            table.column_defs(dialect),
+            table.index_sql(dialect, &live, "0")
         ))
         .map_err(|e| sql_err("create table", e))?;
         conn.execute(
@@ -559,16 +556,43 @@ pub fn to_sql(value: &Value) -> SqlValue {
     }
 }
 
-/// A value bound without copying its text or bytes (staging writes every cell of an export).
-struct Bind<'a>(&'a Value);
+/// A value bound without copying its text or bytes (a rebuild writes every cell of an
+/// export), text trimmed as its column says.
+enum Bind<'a> {
+    Value(&'a Value, Trim),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Bind<'a> {
+    fn value(v: &'a Value) -> Self {
+        Bind::Value(v, Trim::None)
+    }
+
+    fn trimmed(v: &'a Value, trim: Trim) -> Self {
+        Bind::Value(v, trim)
+    }
+
+    fn bytes(b: &'a [u8]) -> Self {
+        Bind::Bytes(b)
+    }
+}
 
 impl rusqlite::ToSql for Bind<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::ToSqlOutput;
-        Ok(match self.0 {
-            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            Value::Binary(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-            other => ToSqlOutput::Owned(to_sql(other)),
+        Ok(match self {
+            Bind::Value(Value::Text(s), trim) => {
+                let s = match trim {
+                    Trim::None => s.as_str(),
+                    Trim::End => s.trim_end(),
+                    Trim::Start => s.trim_start(),
+                    Trim::Both => s.trim(),
+                };
+                ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+            }
+            Bind::Value(Value::Binary(b), _) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Bind::Value(other, _) => ToSqlOutput::Owned(to_sql(other)),
+            Bind::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
         })
     }
 }
@@ -607,7 +631,9 @@ fn read_with(
     };
     let mut stmt = conn.prepare_cached(sql).map_err(query_err)?;
     let mut rows = stmt
-        .query(params_from_iter(params.iter().map(|p| Bind(&p.value))))
+        .query(params_from_iter(
+            params.iter().map(|p| Bind::value(&p.value)),
+        ))
         .map_err(query_err)?;
     let mut out = Vec::with_capacity(batch.min(1024));
     while let Some(r) = rows.next().map_err(query_err)? {
@@ -706,6 +732,7 @@ mod tests {
             ],
             key: vec!["SKU".into()],
             not_null: vec!["SKU".into()],
+            trims: vec![Trim::End, Trim::None, Trim::None],
         }
     }
 
@@ -721,37 +748,16 @@ mod tests {
         out
     }
 
-    #[test]
-    fn staged_exports_swap_in_whole_and_values_read_back_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = table();
-        let m = Mirror::open(&dir.path().join("m.db"), std::slice::from_ref(&t)).unwrap();
-        assert_eq!(m.applied("prices").unwrap(), None);
-        let ts =
-            NaiveDateTime::parse_from_str("2026-03-29 02:30:00.5", "%Y-%m-%d %H:%M:%S%.f").unwrap();
-        let rows = vec![
-            vec![
-                Value::Text("B".into()),
-                Value::Decimal(Decimal::from_str("12.50").unwrap()),
-                Value::NaiveTimestamp(ts),
-            ],
-            vec![
-                Value::Text("A".into()),
-                Value::Decimal(Decimal::from_str("12345678901234567890.123").unwrap()),
-                Value::Null,
-            ],
-            vec![
-                Value::Text("C".into()),
-                Value::Decimal(Decimal::from_str("-0.1").unwrap()),
-                Value::Null,
-            ],
-        ];
-        let mut s = m.stage(&t).unwrap();
-        for r in &rows {
-            s.insert(r).unwrap();
-        }
-        assert_eq!(s.finish().unwrap(), 3);
-        let q = SelectQuery {
+    fn text(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    fn dec(s: &str) -> Value {
+        Value::Decimal(Decimal::from_str(s).unwrap())
+    }
+
+    fn query(t: &MirrorTable) -> SelectQuery {
+        SelectQuery {
             relation: Relation::Table {
                 schema: None,
                 name: "prices".into(),
@@ -764,24 +770,36 @@ mod tests {
                 binary: true,
             }],
             limit: Some(10),
-        };
-        assert!(all(&m, &q).is_empty(), "nothing is served before the swap");
-        m.swap(&t, "abc123", "P.csv", 3).unwrap();
+        }
+    }
+
+    #[test]
+    fn exports_are_served_only_once_finished_and_values_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table();
+        let m = Mirror::open(&dir.path().join("m.db"), std::slice::from_ref(&t)).unwrap();
+        assert_eq!(m.applied("prices").unwrap(), None);
+        let ts =
+            NaiveDateTime::parse_from_str("2026-03-29 02:30:00.5", "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        let rows = [
+            vec![text("B  "), dec("12.50"), Value::NaiveTimestamp(ts)],
+            vec![text("A"), dec("12345678901234567890.123"), Value::Null],
+            vec![text("C"), dec("-0.1"), Value::Null],
+        ];
+        let q = query(&t);
+        let mut w = m.begin(&t, WriteMode::Rebuild).unwrap();
+        for (i, r) in rows.iter().enumerate() {
+            w.put(&[i as u8], r).unwrap();
+        }
+        assert!(all(&m, &q).is_empty(), "nothing is served before finish");
+        w.finish("abc123", "P.csv", 3).unwrap();
         let got = all(&m, &q);
         assert_eq!(got.len(), 3);
-        assert_eq!(
-            got[0][1],
-            Value::Decimal(Decimal::from_str("12345678901234567890.123").unwrap())
-        );
+        assert_eq!(got[0][1], dec("12345678901234567890.123"));
+        // Text is stored trimmed as the field says, so filters compare what the API shows.
         assert_eq!(
             got[1],
-            rows[0]
-                .iter()
-                .map(|v| match v {
-                    Value::Decimal(d) => Value::Decimal(d.normalize()),
-                    v => v.clone(),
-                })
-                .collect::<Vec<_>>()
+            vec![text("B"), dec("12.5"), Value::NaiveTimestamp(ts)]
         );
         assert_eq!(m.applied("prices").unwrap().as_deref(), Some("abc123"));
         // Decimal filters compare numbers, not text.
@@ -797,15 +815,25 @@ mod tests {
                 },
             },
         }];
-        let got = all(&m, &q2);
+        let skus: Vec<_> = all(&m, &q2).iter().map(|r| r[0].clone()).collect();
+        assert_eq!(skus, vec![text("A"), text("B")]);
+        // A delta changes, adds and removes rows by encoded key, also atomically.
+        let mut w = m.begin(&t, WriteMode::Delta).unwrap();
+        w.delete(&[1]).unwrap();
+        w.put(&[2], &[text("C"), dec("7"), Value::Null]).unwrap();
+        w.put(&[3], &[text("D"), dec("1"), Value::Null]).unwrap();
+        drop(w);
+        assert_eq!(all(&m, &q).len(), 3, "a dropped write changes nothing");
+        let mut w = m.begin(&t, WriteMode::Delta).unwrap();
+        w.delete(&[1]).unwrap();
+        w.put(&[2], &[text("C"), dec("7"), Value::Null]).unwrap();
+        w.put(&[3], &[text("D"), dec("1"), Value::Null]).unwrap();
+        w.finish("def456", "P2.csv", 3).unwrap();
+        let got = all(&m, &q);
         let skus: Vec<_> = got.iter().map(|r| r[0].clone()).collect();
-        assert_eq!(skus, vec![Value::Text("A".into()), Value::Text("B".into())]);
-        // A second export replaces the first whole.
-        let mut s = m.stage(&t).unwrap();
-        s.insert(&rows[2]).unwrap();
-        s.finish().unwrap();
-        m.swap(&t, "def456", "P2.csv", 1).unwrap();
-        assert_eq!(all(&m, &q).len(), 1);
+        assert_eq!(skus, vec![text("B"), text("C"), text("D")]);
+        assert_eq!(got[1][1], dec("7"));
+        assert_eq!(m.applied("prices").unwrap().as_deref(), Some("def456"));
     }
 
     #[test]
@@ -815,16 +843,15 @@ mod tests {
         let t = table();
         {
             let m = Mirror::open(&path, std::slice::from_ref(&t)).unwrap();
-            let mut s = m.stage(&t).unwrap();
-            s.insert(&[Value::Text("A".into()), Value::Null, Value::Null])
-                .unwrap();
-            s.finish().unwrap();
-            m.swap(&t, "abc", "P.csv", 1).unwrap();
+            let mut w = m.begin(&t, WriteMode::Rebuild).unwrap();
+            w.put(&[0], &[text("A"), Value::Null, Value::Null]).unwrap();
+            w.finish("abc", "P.csv", 1).unwrap();
         }
         let m = Mirror::open(&path, std::slice::from_ref(&t)).unwrap();
         assert_eq!(m.applied("prices").unwrap().as_deref(), Some("abc"));
         let mut t2 = t.clone();
         t2.columns.pop();
+        t2.trims.pop();
         drop(m);
         let m = Mirror::open(&path, std::slice::from_ref(&t2)).unwrap();
         assert_eq!(m.applied("prices").unwrap(), None);

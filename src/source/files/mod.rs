@@ -159,8 +159,10 @@ fn tables_of(loaded: &LoadedConfig, source: &str) -> Vec<MirrorTable> {
         .filter(|(_, _, def)| def.source == source && def.file.is_some())
         .map(|(_, name, def)| {
             let mut columns: Vec<SelectColumn> = Vec::new();
+            let mut trims = Vec::new();
             for f in def.fields.values() {
                 if columns.iter().all(|c| c.name != f.column) {
+                    trims.push(f.trim);
                     columns.push(SelectColumn {
                         name: f.column.clone(),
                         decode: decode_type_of(
@@ -192,6 +194,7 @@ fn tables_of(loaded: &LoadedConfig, source: &str) -> Vec<MirrorTable> {
                 columns,
                 key,
                 not_null,
+                trims,
             }
         })
         .collect()
