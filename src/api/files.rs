@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -116,6 +117,7 @@ pub async fn status(
     request_body = ApproveRequest,
     responses(
         (status = 202, description = "Approved; applied at the next cycle", body = ApproveAccepted),
+        (status = 400, description = "The body is not `{\"sha256\": ...}`", content_type = "application/problem+json", body = super::Problem),
         (status = 401, description = "Missing or unknown API key", content_type = "application/problem+json", body = super::Problem),
         (status = 403, description = "The API key lacks `admin:write`", content_type = "application/problem+json", body = super::Problem),
         (status = 404, description = "No such file resource", content_type = "application/problem+json", body = super::Problem),
@@ -125,10 +127,19 @@ pub async fn approve(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(resource): Path<String>,
-    Json(request): Json<ApproveRequest>,
+    request: Result<Json<ApproveRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ApproveAccepted>), ApiError> {
     let capture = capture_of(&state)?;
     state.auth.authorize(&headers, ADMIN_WRITE)?;
+    let Json(request) = request.map_err(|e| {
+        ApiError::param(
+            "body",
+            format!(
+                "expected a JSON object {{\"sha256\": \"<hex>\"}}: {}",
+                e.body_text()
+            ),
+        )
+    })?;
     match capture.status.approve_export(&resource, &request.sha256) {
         Approval::Approved => {
             tracing::info!(resource = %resource, sha256 = %request.sha256, "held export approved");
@@ -170,9 +181,15 @@ pub async fn quarantine(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(resource): Path<String>,
-    Query(params): Query<QuarantineParams>,
+    params: Result<Query<QuarantineParams>, QueryRejection>,
 ) -> Result<Json<QuarantineList>, ApiError> {
     state.auth.authorize(&headers, ADMIN_READ)?;
+    let Query(params) = params.map_err(|_| {
+        ApiError::param(
+            "limit",
+            format!("must be a number between 1 and {MAX_QUARANTINE_LIMIT}"),
+        )
+    })?;
     let limit = params.limit.unwrap_or(DEFAULT_QUARANTINE_LIMIT);
     if !(1..=MAX_QUARANTINE_LIMIT).contains(&limit) {
         return Err(ApiError::param(

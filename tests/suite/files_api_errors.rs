@@ -117,9 +117,6 @@ async fn quarantine_limits_and_unknown_resources_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a limit that is not a number, or an approval body that is not \
-            {\"sha256\": ...}, is answered by axum's extractor rejection (text/plain 400/415/422), \
-            not problem+json, and before the API key is checked"]
 async fn malformed_operator_requests_are_problems_too() {
     let bridge = bridge().await;
     let keys = bridge.keys.clone().expect("keys");

@@ -729,9 +729,6 @@ async fn a_restart_neither_repeats_an_applied_export_nor_applies_a_held_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: when no complete export is left, run_cycle (src/capture/export/mod.rs) \
-            publishes the status without clearing `held`, so /admin/files keeps showing the \
-            removed export as held and approving it answers 202"]
 async fn a_held_export_removed_from_the_folder_is_no_longer_held() {
     let source = format!("{RENAME}archive_dir = \"archive\"\n");
     let bridge = FilesBridge::start(&source, &items(""), Auth::Off).await;

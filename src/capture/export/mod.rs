@@ -123,6 +123,9 @@ pub async fn run_cycle(
         .map(|w| format!("{}: {}", w.file.name, w.reason))
         .collect();
     let Some(newest) = listing.complete.first().cloned() else {
+        // A held export taken out of the folder can no longer be approved.
+        status.held = None;
+        status.approved = None;
         status.state = match (&status.last_applied, listing.waiting.is_empty()) {
             (_, false) => ExportState::Waiting,
             (Some(_), true) => ExportState::Applied,
