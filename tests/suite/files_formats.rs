@@ -450,3 +450,30 @@ at     = { column = "at", type = "timestamp", timezone = "Europe/Berlin" }
     let over = bridge.list("/v1/orders?amount[gt]=1").await;
     assert_eq!(keys(&over, "id"), ["2", "3", "5"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dbf_cut_short_is_rejected_not_applied() {
+    let adapter = dbf_resource("items", "ITEMS*.DBF", "utf-8");
+    let bridge = FilesBridge::start(RENAME, &adapter, Auth::Off).await;
+    let full = dbf(0x03, &DBF_FIELDS, &dbf_records(cp1252));
+    bridge.drop_export("ITEMS1.DBF", &full);
+    bridge.wait_applied("items", "ITEMS1.DBF").await;
+    let before = bridge.list("/v1/items").await;
+
+    // GIVEN a copy that stopped in the middle of the last record (the header still counts
+    // every record)
+    let cut = &full[..full.len() - 20];
+    bridge.drop_export("ITEMS2.DBF", cut);
+
+    // THEN it is rejected whole: a table read short would delete records
+    let status = bridge
+        .wait_export("items", "rejected", |s| s["export"]["state"] == "rejected")
+        .await;
+    assert_eq!(
+        status["export"]["rejected"]["file"], "ITEMS2.DBF",
+        "{status:#}"
+    );
+    assert_eq!(status["export"]["last_applied"]["file"], "ITEMS1.DBF");
+    assert_eq!(bridge.list("/v1/items").await, before);
+    assert_eq!(bridge.events().await.len(), 3);
+}

@@ -11,6 +11,8 @@ mod config_errors;
 mod engines;
 mod files_api_errors;
 mod files_capture;
+mod files_cli;
+mod files_crash;
 mod files_formats;
 mod files_harness;
 mod harness;
