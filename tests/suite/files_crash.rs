@@ -7,8 +7,8 @@
 //! change, and the events must be exactly those of a clean run (same ids, so the same count
 //! per key) made in a second temp dir.
 //!
-//! The kills during the initial export are a test of their own, so that the diff is
-//! covered while that one is ignored for a known bug.
+//! The kills during the initial export are a test of their own (a first export cut short
+//! must not re-snapshot the records it already committed).
 //!
 //! Random choices come from a seed printed at the start; set `LB_KILL9_SEED` to repeat a
 //! run (timing on a busy machine still varies).
@@ -443,9 +443,6 @@ async fn kill_9_while_applying(kill_initial: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a restart during the initial export re-emits a snapshot event (new id) for \
-            every record committed before the kill (src/capture/export/plan.rs plans every \
-            record as a snapshot, ignoring the key state the interrupted attempt committed)"]
 async fn kill_9_while_applying_the_initial_and_a_diff_export_loses_and_duplicates_nothing() {
     kill_9_while_applying(true).await;
 }

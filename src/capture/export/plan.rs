@@ -66,10 +66,12 @@ pub async fn plan(
             plan.live_before += 1;
         }
         let op = match live {
+            // Unchanged since it was last emitted; in a first export cut short by a restart,
+            // these are the records whose snapshot events are already committed.
+            Some(p) if p.hash == entry.hash => None,
             _ if snapshot => Some(ChangeOp::Snapshot),
             None => Some(ChangeOp::Created),
-            Some(p) if p.hash != entry.hash => Some(ChangeOp::Updated),
-            Some(_) => None,
+            Some(_) => Some(ChangeOp::Updated),
         };
         match op {
             // A first export's records are new to the resource, whatever the event says.
