@@ -36,6 +36,10 @@ use crate::source::files::watch::Candidate;
 use crate::source::{SourceError, SourceErrorKind};
 use crate::store::{Commit, KeyState, Store};
 
+/// A delta is written into the live table only while it changes at most one record in this
+/// many; beyond, the mirror table is rebuilt.
+const REBUILD_FACTOR: u64 = 4;
+
 fn unavailable(message: String) -> CaptureError {
     CaptureError::Source(SourceError::new(SourceErrorKind::Unavailable, message))
 }
@@ -353,11 +357,17 @@ async fn apply(
         let table = name.clone();
         blocking(move || mirror.applied(&table)).await??
     };
+    let upserts = plan.created + plan.updated;
     let mode = if mirrored.as_deref() == Some(sha256) {
         None
-    } else if !cut_short && mirrored == previous {
+    } else if !cut_short
+        && mirrored == previous
+        && upserts.saturating_mul(REBUILD_FACTOR) <= staged.entries.len() as u64
+    {
         Some(WriteMode::Delta)
     } else {
+        // Also when most records change (a first export): bulk loading a new table and
+        // indexing it once beats updating two indexes record by record.
         Some(WriteMode::Rebuild)
     };
     let origin = if initial {

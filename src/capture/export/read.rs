@@ -98,13 +98,14 @@ enum Read {
     },
 }
 
-/// Reads the export record by record, mapping, keying and hashing each; `each` returning
-/// false stops the read.
+/// Reads the export record by record, mapping, keying and hashing each record at a position
+/// `wanted` accepts (others are skipped unmapped); `each` returning false stops the read.
 fn read_records(
     target: &Target,
     table: &MirrorTable,
     def: &FileDef,
     path: &Path,
+    mut wanted: impl FnMut(u64) -> bool,
     mut each: impl FnMut(Read, u64) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
     let requests: Vec<ColumnRequest> = table
@@ -135,6 +136,7 @@ fn read_records(
                 reason: bad.reason,
                 raw: bad.raw,
             },
+            Item::Record(record) if !wanted(record.position) => continue,
             Item::Record(record) => {
                 let empty = table
                     .columns
@@ -208,30 +210,37 @@ pub fn read_entries(
 ) -> Result<Staged, ReadError> {
     let mut staged = Staged::default();
     let mut count = 0u64;
-    read_records(target, table, def, path, |read, bytes| {
-        count += 1;
-        match read {
-            Read::Bad {
-                position,
-                reason,
-                raw,
-            } => staged.reject(position, reason, || raw),
-            Read::Good {
-                position,
-                key,
-                hash,
-                ..
-            } => staged.entries.push(Entry {
-                key: key.into_boxed_slice(),
-                hash,
-                position,
-            }),
-        }
-        if count.is_multiple_of(10_000) {
-            progress(count, bytes);
-        }
-        Ok(true)
-    })?;
+    read_records(
+        target,
+        table,
+        def,
+        path,
+        |_| true,
+        |read, bytes| {
+            count += 1;
+            match read {
+                Read::Bad {
+                    position,
+                    reason,
+                    raw,
+                } => staged.reject(position, reason, || raw),
+                Read::Good {
+                    position,
+                    key,
+                    hash,
+                    ..
+                } => staged.entries.push(Entry {
+                    key: key.into_boxed_slice(),
+                    hash,
+                    position,
+                }),
+            }
+            if count.is_multiple_of(10_000) {
+                progress(count, bytes);
+            }
+            Ok(true)
+        },
+    )?;
     progress(count, 0);
     staged
         .entries
@@ -301,7 +310,15 @@ pub fn replay(
     let mut batch = Vec::new();
     let mut written = 0u64;
     let changed_file = || failed(format!("{} changed while it was applied", path.display()));
-    read_records(target, table, def, path, |read, _| {
+    // Records neither kept nor wanted are skipped before they are mapped.
+    let next_needed = {
+        let kept: Vec<u64> = replay.kept.iter().map(|(p, _)| *p).collect();
+        let wanted: Vec<u64> = replay.wanted.iter().map(|(p, _, _)| *p).collect();
+        move |position: u64| {
+            kept.binary_search(&position).is_ok() || wanted.binary_search(&position).is_ok()
+        }
+    };
+    read_records(target, table, def, path, next_needed, |read, _| {
         let Read::Good {
             position,
             values,

@@ -149,6 +149,7 @@ impl Mirror {
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
+                 PRAGMA cache_size = -32768;
                  PRAGMA busy_timeout = 5000;
                  CREATE TABLE IF NOT EXISTS _lb_applied (
                      resource TEXT PRIMARY KEY,
