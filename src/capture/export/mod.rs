@@ -142,7 +142,7 @@ pub async fn run_cycle(
         Some(seen)
             if seen.name == newest.name
                 && seen.size == newest.size
-                && Some(seen.modified) == Some(modified_utc(&newest)) =>
+                && seen.modified == modified_utc(&newest) =>
         {
             seen.sha256.clone()
         }
@@ -214,8 +214,20 @@ pub async fn run_cycle(
     Ok(outcome)
 }
 
-fn publish(board: &StatusBoard, resource: &str, status: ExportStatus) {
-    board.update(resource, |s| s.export = Some(status));
+/// Shows `status` on the board, keeping an approval that arrived while the cycle ran.
+fn publish(board: &StatusBoard, resource: &str, mut status: ExportStatus) {
+    board.update(resource, |s| {
+        let approved_meanwhile = s.export.as_ref().and_then(|prev| prev.approved.clone());
+        if status.approved.is_none()
+            && status
+                .held
+                .as_ref()
+                .is_some_and(|h| approved_meanwhile.as_deref() == Some(h.sha256.as_str()))
+        {
+            status.approved = approved_meanwhile;
+        }
+        s.export = Some(status);
+    });
 }
 
 fn modified_utc(c: &Candidate) -> DateTime<Utc> {
