@@ -219,24 +219,47 @@ async fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn resync(config_path: &std::path::Path, resource: &str) -> anyhow::Result<()> {
+/// The capture target of `resource` (a file resource when `file`) and the state store, for
+/// commands that capture while the service is stopped; `locked` words the refusal when the
+/// service holds the store.
+async fn offline_target(
+    config_path: &std::path::Path,
+    resource: &str,
+    file: bool,
+    locked: impl FnOnce(&str) -> String,
+) -> anyhow::Result<(capture::Target, SqliteStore)> {
     let loaded = config::load(config_path)?;
     let state_path = loaded.state_path();
     let app = app::build(loaded, Duration::ZERO).await?;
     let targets =
         capture::bind_targets(&app.config, &app.state.resources, &app.state.sources).await?;
     let target = targets
-        .iter()
-        .find(|t| t.name == resource)
-        .with_context(|| format!("resource `{resource}` has no `capture` section"))?;
+        .into_iter()
+        .find(|t| t.name == resource && (!file || t.file.is_some()))
+        .with_context(|| {
+            if file {
+                format!("resource `{resource}` is not a file resource")
+            } else {
+                format!("resource `{resource}` has no `capture` section")
+            }
+        })?;
     let store = match SqliteStore::open(&state_path) {
-        Err(StoreError::Locked { path }) => anyhow::bail!(
+        Err(StoreError::Locked { path }) => anyhow::bail!(locked(&path)),
+        other => other?,
+    };
+    Ok((target, store))
+}
+
+async fn resync(config_path: &std::path::Path, resource: &str) -> anyhow::Result<()> {
+    let (target, store) = offline_target(config_path, resource, false, |path| {
+        format!(
             "the running service holds {path}; ask it instead: \
              curl -X POST -H 'Authorization: Bearer <key with admin:write>' \
              http://<listen>/admin/capture/{resource}/resync"
-        ),
-        other => other?,
-    };
+        )
+    })
+    .await?;
+    let target = &target;
     let expected = store.key_count(resource).await?;
     let bar = indicatif::ProgressBar::new(expected.max(1));
     bar.set_style(
@@ -272,22 +295,11 @@ async fn apply_export(
     file: &std::path::Path,
     approve: bool,
 ) -> anyhow::Result<()> {
-    let loaded = config::load(config_path)?;
-    let state_path = loaded.state_path();
-    let app = app::build(loaded, Duration::ZERO).await?;
-    let targets =
-        capture::bind_targets(&app.config, &app.state.resources, &app.state.sources).await?;
-    let target = targets
-        .iter()
-        .find(|t| t.name == resource && t.file.is_some())
-        .with_context(|| format!("resource `{resource}` is not a file resource"))?;
-    let store = match SqliteStore::open(&state_path) {
-        Err(StoreError::Locked { path }) => anyhow::bail!(
-            "the running service holds {path}; drop the file into the export folder instead"
-        ),
-        other => other?,
-    };
-    let (status, outcome) = capture::apply_export_once(target, &store, file, approve).await?;
+    let (target, store) = offline_target(config_path, resource, true, |path| {
+        format!("the running service holds {path}; drop the file into the export folder instead")
+    })
+    .await?;
+    let (status, outcome) = capture::apply_export_once(&target, &store, file, approve).await?;
     if let Some(held) = &status.held {
         anyhow::bail!(
             "held: {} would delete {} of {} records (max_delete_share {}); check it, then rerun with --approve",
