@@ -68,6 +68,7 @@ pub struct QuarantineList {
 
 /// `?limit=`
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QuarantineParams {
     /// Rows to return (1-1000, default 100), newest first.
     pub limit: Option<usize>,
