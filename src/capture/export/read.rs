@@ -12,7 +12,7 @@ use crate::capture::key::identify;
 use crate::capture::target::Target;
 use crate::config::FileDef;
 use crate::model::Value;
-use crate::source::files::format::{ColumnRequest, ExportReader, FileError, FileRecord, Item};
+use crate::source::files::format::{ColumnRequest, ExportReader, FileError, Item};
 use crate::source::files::mirror::{Mirror, MirrorTable, WriteMode};
 use crate::source::{Row, SourceError, SourceErrorKind};
 use crate::store::RowHash;
@@ -127,127 +127,60 @@ fn read_records(
         FileError::Io(io) => failed(format!("reading {} failed: {io}", path.display())),
         other => ReadError::Unfit(other.to_string()),
     };
-    let reader = ExportReader::open(path, def, &requests).map_err(file_error)?;
-    // Parsing runs on its own thread, mapping and hashing on this one: the two halves of
-    // the work take about as long, and the machine has two cores.
-    let (tx, rx) =
-        std::sync::mpsc::sync_channel::<Vec<(Result<Item, FileError>, u64)>>(PARSED_BATCHES_AHEAD);
-    std::thread::scope(|scope| {
-        scope.spawn(move || parse_ahead(reader, &tx));
-        let mut result = Ok(());
-        'read: for batch in rx.iter() {
-            for (item, bytes) in batch {
-                let item = match item {
-                    Ok(item) => item,
-                    Err(e) => {
-                        result = Err(file_error(e));
-                        break 'read;
+    let mut reader = ExportReader::open(path, def, &requests).map_err(file_error)?;
+    while let Some(item) = reader.next() {
+        let bytes = reader.bytes_read();
+        let read = match item.map_err(file_error)? {
+            Item::Bad(bad) => Read::Bad {
+                position: bad.position,
+                reason: bad.reason,
+                raw: bad.raw,
+            },
+            Item::Record(record) if !wanted(record.position) => continue,
+            Item::Record(record) => {
+                let empty = table
+                    .columns
+                    .iter()
+                    .zip(&record.values)
+                    .zip(&not_null)
+                    .find(|((_, v), required)| **required && matches!(v, Value::Null));
+                if let Some(((column, _), _)) = empty {
+                    Read::Bad {
+                        position: record.position,
+                        reason: format!("column {} is required but empty", column.name),
+                        raw: raw_of(&record.values),
                     }
-                };
-                let read = match item {
-                    Item::Bad(bad) => Read::Bad {
-                        position: bad.position,
-                        reason: bad.reason,
-                        raw: bad.raw,
-                    },
-                    Item::Record(record) if !wanted(record.position) => continue,
-                    Item::Record(record) => {
-                        map_record(target, table, &field_columns, &not_null, record)
-                    }
-                };
-                match each(read, bytes) {
-                    Ok(true) => {}
-                    Ok(false) => break 'read,
-                    Err(e) => {
-                        result = Err(e);
-                        break 'read;
+                } else {
+                    let row: Row = field_columns
+                        .iter()
+                        .map(|&i| record.values.get(i).cloned().unwrap_or(Value::Null))
+                        .collect();
+                    match identify(target, row) {
+                        Err(e) => Read::Bad {
+                            position: record.position,
+                            reason: format!("field {}: {}", e.field, e.reason),
+                            raw: raw_of(&record.values),
+                        },
+                        Ok(seen) if seen.null_key => Read::Bad {
+                            position: record.position,
+                            reason: "a key field is empty".to_owned(),
+                            raw: raw_of(&record.values),
+                        },
+                        Ok(seen) => Read::Good {
+                            position: record.position,
+                            values: record.values,
+                            key: seen.key,
+                            hash: seen.hash,
+                        },
                     }
                 }
             }
-        }
-        // Dropping the receiver stops the parser at its next batch.
-        drop(rx);
-        result
-    })
-}
-
-/// Batches of parsed records the parser thread may run ahead.
-const PARSED_BATCHES_AHEAD: usize = 4;
-/// Records per batch handed from the parser thread.
-const PARSED_BATCH: usize = 512;
-
-/// The parser thread: reads records into batches until the file ends, an error, or the
-/// reader hangs up.
-fn parse_ahead(
-    mut reader: ExportReader,
-    tx: &std::sync::mpsc::SyncSender<Vec<(Result<Item, FileError>, u64)>>,
-) {
-    let mut batch = Vec::with_capacity(PARSED_BATCH);
-    while let Some(item) = reader.next() {
-        let failed = item.is_err();
-        batch.push((item, reader.bytes_read()));
-        if (batch.len() >= PARSED_BATCH || failed)
-            && tx
-                .send(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(PARSED_BATCH),
-                ))
-                .is_err()
-        {
-            return;
-        }
-        if failed {
-            return;
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx.send(batch);
-    }
-}
-
-/// A parsed record as the resource sees it: mapped, keyed and hashed, or why not.
-fn map_record(
-    target: &Target,
-    table: &MirrorTable,
-    field_columns: &[usize],
-    not_null: &[bool],
-    record: FileRecord,
-) -> Read {
-    let empty = table
-        .columns
-        .iter()
-        .zip(&record.values)
-        .zip(not_null)
-        .find(|((_, v), required)| **required && matches!(v, Value::Null));
-    if let Some(((column, _), _)) = empty {
-        return Read::Bad {
-            position: record.position,
-            reason: format!("column {} is required but empty", column.name),
-            raw: raw_of(&record.values),
         };
+        if !each(read, bytes)? {
+            break;
+        }
     }
-    let row: Row = field_columns
-        .iter()
-        .map(|&i| record.values.get(i).cloned().unwrap_or(Value::Null))
-        .collect();
-    match identify(target, row) {
-        Err(e) => Read::Bad {
-            position: record.position,
-            reason: format!("field {}: {}", e.field, e.reason),
-            raw: raw_of(&record.values),
-        },
-        Ok(seen) if seen.null_key => Read::Bad {
-            position: record.position,
-            reason: "a key field is empty".to_owned(),
-            raw: raw_of(&record.values),
-        },
-        Ok(seen) => Read::Good {
-            position: record.position,
-            values: record.values,
-            key: seen.key,
-            hash: seen.hash,
-        },
-    }
+    Ok(())
 }
 
 /// Where each field's column sits in a mirror row.
