@@ -265,6 +265,7 @@ pub fn read_entries(
 
 /// What pass 2 writes and hands on.
 pub struct Replay {
+    /// How the mirror is written; `None` when it already holds this export.
     pub mode: Option<WriteMode>,
     /// Positions of the records to write in `Rebuild` mode (every kept record) with their
     /// entry, ascending.
