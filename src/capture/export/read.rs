@@ -12,7 +12,7 @@ use crate::capture::key::identify;
 use crate::capture::target::Target;
 use crate::config::FileDef;
 use crate::model::Value;
-use crate::source::files::format::{ColumnRequest, ExportReader, FileError, Item};
+use crate::source::files::format::{ColumnRequest, ExportReader, FileError, Item, Wanted};
 use crate::source::files::mirror::{Mirror, MirrorTable, WriteMode};
 use crate::source::{Row, SourceError, SourceErrorKind};
 use crate::store::RowHash;
@@ -106,6 +106,7 @@ fn read_records(
     def: &FileDef,
     path: &Path,
     mut wanted: impl FnMut(u64) -> bool,
+    only: Option<Wanted>,
     mut each: impl FnMut(Read, u64) -> Result<bool, ReadError>,
 ) -> Result<(), ReadError> {
     let requests: Vec<ColumnRequest> = table
@@ -128,6 +129,9 @@ fn read_records(
         other => ReadError::Unfit(other.to_string()),
     };
     let mut reader = ExportReader::open(path, def, &requests).map_err(file_error)?;
+    if let Some(only) = only {
+        reader.only(only);
+    }
     while let Some(item) = reader.next() {
         let bytes = reader.bytes_read();
         let read = match item.map_err(file_error)? {
@@ -216,6 +220,7 @@ pub fn read_entries(
         def,
         path,
         |_| true,
+        None,
         |read, bytes| {
             count += 1;
             match read {
@@ -312,51 +317,61 @@ pub fn replay(
     let mut written = 0u64;
     let changed_file = || failed(format!("{} changed while it was applied", path.display()));
     // Records neither kept nor wanted are skipped before they are mapped.
-    let next_needed = {
+    let needed = {
         let kept: Vec<u64> = replay.kept.iter().map(|(p, _)| *p).collect();
         let wanted: Vec<u64> = replay.wanted.iter().map(|(p, _, _)| *p).collect();
-        move |position: u64| {
+        std::sync::Arc::new(move |position: u64| {
             kept.binary_search(&position).is_ok() || wanted.binary_search(&position).is_ok()
-        }
+        })
     };
-    read_records(target, table, def, path, next_needed, |read, _| {
-        let Read::Good {
-            position,
-            values,
-            key,
-            hash,
-        } = read
-        else {
-            return Ok(true);
-        };
-        let kept_entry = kept.next_if(|(p, _)| *p == position).map(|(_, e)| *e);
-        let want = wanted.next_if(|(p, _, _)| *p == position);
-        let Some(entry) = kept_entry.or(want.map(|(_, _, e)| *e)) else {
-            return Ok(kept.peek().is_some() || wanted.peek().is_some());
-        };
-        // The same record as pass 1 saw at this position?
-        let e = &replay.entries[entry];
-        if *e.key != key[..] || e.hash != hash {
-            return Err(changed_file());
-        }
-        let is_kept = rebuild && kept_entry.is_some();
-        let want = want.map(|(_, step, _)| *step);
-        if let Some(w) = write.as_mut()
-            && (is_kept || want.is_some())
-        {
-            w.put(&key, &values).map_err(CaptureError::from)?;
-            written += 1;
-        }
-        if let Some(step) = want {
-            batch.push((step, values));
-            if batch.len() >= replay.batch {
-                changed
-                    .blocking_send(std::mem::take(&mut batch))
-                    .map_err(|_| failed("the apply stopped".to_owned()))?;
+    let in_reader = std::sync::Arc::clone(&needed);
+    let only: Wanted = Box::new(move |position| in_reader(position));
+    read_records(
+        target,
+        table,
+        def,
+        path,
+        |p| needed(p),
+        Some(only),
+        |read, _| {
+            let Read::Good {
+                position,
+                values,
+                key,
+                hash,
+            } = read
+            else {
+                return Ok(true);
+            };
+            let kept_entry = kept.next_if(|(p, _)| *p == position).map(|(_, e)| *e);
+            let want = wanted.next_if(|(p, _, _)| *p == position);
+            let Some(entry) = kept_entry.or(want.map(|(_, _, e)| *e)) else {
+                return Ok(kept.peek().is_some() || wanted.peek().is_some());
+            };
+            // The same record as pass 1 saw at this position?
+            let e = &replay.entries[entry];
+            if *e.key != key[..] || e.hash != hash {
+                return Err(changed_file());
             }
-        }
-        Ok(kept.peek().is_some() || wanted.peek().is_some())
-    })?;
+            let is_kept = rebuild && kept_entry.is_some();
+            let want = want.map(|(_, step, _)| *step);
+            if let Some(w) = write.as_mut()
+                && (is_kept || want.is_some())
+            {
+                w.put(&key, &values).map_err(CaptureError::from)?;
+                written += 1;
+            }
+            if let Some(step) = want {
+                batch.push((step, values));
+                if batch.len() >= replay.batch {
+                    changed
+                        .blocking_send(std::mem::take(&mut batch))
+                        .map_err(|_| failed("the apply stopped".to_owned()))?;
+                }
+            }
+            Ok(kept.peek().is_some() || wanted.peek().is_some())
+        },
+    )?;
     if kept.peek().is_some() || wanted.peek().is_some() {
         return Err(changed_file());
     }

@@ -179,11 +179,22 @@ impl DelimitedReader {
         self.bytes_before + self.csv.position().byte()
     }
 
-    pub(super) fn next_item(&mut self) -> Result<Option<Item>, FileError> {
+    pub(super) fn next_item(
+        &mut self,
+        wanted: &mut Option<super::Wanted>,
+    ) -> Result<Option<Item>, FileError> {
         if self.pending {
             self.pending = false;
         } else if !self.advance()? {
             return Ok(None);
+        }
+        // Records the caller does not want are split but never decoded.
+        if let Some(wanted) = wanted.as_mut() {
+            while !wanted(self.position()) {
+                if !self.advance()? {
+                    return Ok(None);
+                }
+            }
         }
         Ok(Some(self.decode()))
     }
@@ -272,8 +283,13 @@ impl DelimitedReader {
                 .all(|b| matches!(b, b' ' | b'\t' | 0x1A))
     }
 
+    /// The record's position as reported: its first physical line, skipped lines included.
+    fn position(&self) -> u64 {
+        self.lines_before + self.span.line
+    }
+
     fn decode(&self) -> Item {
-        let position = self.lines_before + self.span.line;
+        let position = self.position();
         let bad = |reason: String| {
             Item::Bad(BadRow {
                 position,
@@ -443,6 +459,28 @@ mod tests {
             ]
         );
         assert_eq!(reader.bytes_read(), content.len() as u64);
+    }
+
+    #[test]
+    fn only_the_wanted_positions_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = "Price list\nSKU;PRICE\nA1;12,50\nA2;oops\n\nA3;1,00\nA4;2,00\n";
+        let path = write(&dir, "p.csv", content.as_bytes());
+        let d =
+            def("format = \"csv\"\ndelimiter = \";\"\ndecimal_separator = \",\"\nskip_lines = 1");
+        let mut reader =
+            ExportReader::open(&path, &d, &[req("PRICE", FieldType::Decimal)]).unwrap();
+        reader.only(Box::new(|p| p == 6 || p == 7));
+        let items: Vec<Item> = reader.by_ref().map(Result::unwrap).collect();
+        // The bad record at line 4 is not wanted, so it is not even decoded.
+        assert_eq!(
+            records(&items),
+            vec![
+                (6, vec![Value::Decimal(Decimal::new(100, 2))]),
+                (7, vec![Value::Decimal(Decimal::new(200, 2))]),
+            ]
+        );
+        assert_eq!(items.len(), 2);
     }
 
     #[test]

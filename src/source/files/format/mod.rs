@@ -100,7 +100,11 @@ pub struct ExportReader {
     format: FileFormat,
     inner: Inner,
     done: bool,
+    wanted: Option<Wanted>,
 }
+
+/// Which record positions a caller wants decoded.
+pub type Wanted = Box<dyn FnMut(u64) -> bool + Send>;
 
 enum Inner {
     Delimited(Box<delimited::DelimitedReader>),
@@ -140,7 +144,15 @@ impl ExportReader {
             format: def.format,
             inner,
             done: false,
+            wanted: None,
         })
+    }
+
+    /// Reads only records at positions `wanted` accepts (a second pass that needs a few
+    /// records of a large file). Delimited files skip the others without decoding them;
+    /// other formats still decode them, and callers must skip them too.
+    pub fn only(&mut self, wanted: Wanted) {
+        self.wanted = Some(wanted);
     }
 
     /// Bytes consumed so far (for progress on long files).
@@ -155,7 +167,7 @@ impl ExportReader {
 
     fn next_item(&mut self) -> Result<Option<Item>, FileError> {
         match &mut self.inner {
-            Inner::Delimited(r) => r.next_item(),
+            Inner::Delimited(r) => r.next_item(&mut self.wanted),
             Inner::Fixed(r) => r.next_item(),
             Inner::Dbf(r) => r.next_item(),
             Inner::Jsonl(r) => r.next_item(),
