@@ -210,3 +210,77 @@ async fn deployment_errors_are_caught_before_connecting() {
     let msg = write("adapters = [\n");
     assert!(msg.contains("deploy.toml: invalid TOML"), "{msg}");
 }
+
+#[tokio::test]
+async fn file_resource_errors_name_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("exports")).unwrap();
+    let adapter = std::fs::read_to_string(repo().join("adapters/price-export-csv.toml")).unwrap();
+    let load = |edit: &dyn Fn(String) -> String, sources: &str| {
+        std::fs::write(dir.path().join("prices.toml"), edit(adapter.clone())).unwrap();
+        let p = dir.path().join("deploy.toml");
+        std::fs::write(
+            &p,
+            format!("adapters = [\"prices.toml\"]\n[auth]\nmode = \"none\"\n{sources}"),
+        )
+        .unwrap();
+        config::load(&p)
+    };
+    let files = "[sources.exports]\nkind = \"files\"\ndir = \"exports\"\n";
+    let err = |edit: &dyn Fn(String) -> String, sources: &str| {
+        load(edit, sources).unwrap_err().to_string()
+    };
+
+    // A file resource reads its file section, never a table.
+    let msg = err(
+        &|a| {
+            a.replace(
+                "key = \"supplier_sku\"",
+                "key = \"supplier_sku\"\ntable = \"PRICES\"",
+            )
+        },
+        files,
+    );
+    assert!(
+        msg.contains("prices.toml: resources.supplier_prices: a resource of a `files` source reads its `file` section"),
+        "{msg}"
+    );
+    // Its changes come from diffing exports.
+    let msg = err(
+        &|a| a + "\n[resources.supplier_prices.capture]\nstrategy = \"snapshot-diff\"\n",
+        files,
+    );
+    assert!(
+        msg.contains("resources.supplier_prices.capture.strategy: a file resource's changes come from diffing its exports"),
+        "{msg}"
+    );
+    // A file section on a database source is a mistake, named.
+    let msg = err(
+        &|a| a,
+        "[sources.exports]\nkind = \"odbc\"\nconnection_string = \"x\"\n",
+    );
+    assert!(
+        msg.contains("resources.supplier_prices.file: source `exports` is not of kind \"files\""),
+        "{msg}"
+    );
+    // A layout the format cannot have.
+    let msg = err(
+        &|a| a.replace("format = \"csv\"", "format = \"dbf\""),
+        files,
+    );
+    assert!(
+        msg.contains("resources.supplier_prices.file.delimiter: only csv and tsv files have a delimiter setting"),
+        "{msg}"
+    );
+    // A missing export folder stops start-up (after the start-up wait) and names it.
+    let loaded = load(
+        &|a| a,
+        "[sources.exports]\nkind = \"files\"\ndir = \"no-such-folder\"\n",
+    )
+    .unwrap();
+    let msg = match app::build(loaded, Duration::ZERO).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a missing export folder was accepted"),
+    };
+    assert!(msg.contains("no-such-folder"), "{msg}");
+}

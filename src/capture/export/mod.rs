@@ -40,7 +40,15 @@ use crate::store::{Commit, KeyState, Store};
 /// many; beyond, the mirror table is rebuilt.
 const REBUILD_FACTOR: u64 = 4;
 
-fn unavailable(message: String) -> CaptureError {
+/// The content hash of the export the mirror table of `export` holds.
+async fn mirrored_export(export: &Export<'_>) -> Result<Option<String>, CaptureError> {
+    let mirror = Arc::clone(export.files.mirror());
+    let table = export.table.name.clone();
+    Ok(blocking(move || mirror.applied(&table)).await??)
+}
+
+/// A transient failure (a file unreadable for now, a task lost): retried with backoff.
+pub(super) fn unavailable(message: String) -> CaptureError {
     CaptureError::Source(SourceError::new(SourceErrorKind::Unavailable, message))
 }
 
@@ -164,9 +172,7 @@ pub async fn run_cycle(
         sha256: Some(sha256.clone()),
     });
     let state = cp.export.clone().unwrap_or_default();
-    let mirror = Arc::clone(export.files.mirror());
-    let table_name = target.name.clone();
-    let mirrored = blocking(move || mirror.applied(&table_name)).await??;
+    let mirrored = mirrored_export(&export).await?;
     if state.applied_sha256.as_deref() == Some(sha256.as_str())
         && mirrored.as_deref() == Some(sha256.as_str())
     {
@@ -194,17 +200,13 @@ pub async fn run_cycle(
     }
     status.state = ExportState::Applying;
     publish(board, &target.name, status.clone());
-    let outcome = apply(
-        &export,
-        store,
-        cp,
-        board,
-        &newest,
-        &sha256,
+    let pending = Pending {
+        file: &newest,
+        sha256: &sha256,
         approved,
-        &mut status,
-    )
-    .await;
+        mirrored,
+    };
+    let outcome = apply(&export, store, cp, board, pending, &mut status).await;
     board.update(&target.name, |s| s.scan = None);
     let outcome = outcome?;
     publish(board, &target.name, status.clone());
@@ -252,30 +254,42 @@ async fn archive(export: &Export<'_>, files: &[Candidate]) {
         let watch = Arc::clone(export.files.watch());
         let matcher = export.matcher.clone();
         let candidate = file.clone();
-        match blocking(move || watch.archive(&candidate, &matcher)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(resource = %export.target.name, file = %file.name, error = %e, "cannot archive export");
-            }
-            Err(e) => {
-                tracing::warn!(resource = %export.target.name, file = %file.name, error = %e, "cannot archive export");
-            }
+        let archived = blocking(move || {
+            watch
+                .archive(&candidate, &matcher)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(error) = archived.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            tracing::warn!(resource = %export.target.name, file = %file.name, %error, "cannot archive export");
         }
     }
 }
 
-/// Stages, guards and applies one export; fills `status` with the outcome.
-#[allow(clippy::too_many_arguments)]
+/// An export about to be applied.
+struct Pending<'a> {
+    file: &'a Candidate,
+    sha256: &'a str,
+    /// Past the delete guard: approved by an operator, or its apply was under way.
+    approved: bool,
+    /// The content hash of the export the mirror holds now.
+    mirrored: Option<String>,
+}
+
+/// Reads, guards and applies one export; fills `status` with the outcome.
 async fn apply(
     export: &Export<'_>,
     store: &dyn Store,
     cp: &mut Checkpoint,
     board: &Arc<StatusBoard>,
-    file: &Candidate,
-    sha256: &str,
-    approved: bool,
+    pending: Pending<'_>,
     status: &mut ExportStatus,
 ) -> Result<StepOutcome, CaptureError> {
+    let Pending {
+        file,
+        sha256,
+        approved,
+        mirrored,
+    } = pending;
     let target = export.target;
     let name = target.name.clone();
     let started_at = Utc::now();
@@ -364,11 +378,6 @@ async fn apply(
     let previous = export_cp.applied_sha256.clone();
     export_cp.applying_sha256 = Some(sha256.to_owned());
     cp.export = Some(export_cp);
-    let mirrored = {
-        let mirror = Arc::clone(export.files.mirror());
-        let table = name.clone();
-        blocking(move || mirror.applied(&table)).await??
-    };
     let upserts = plan.created + plan.updated;
     let mode = if mirrored.as_deref() == Some(sha256) {
         None
@@ -628,16 +637,13 @@ pub async fn apply_once(
         .map_err(|e| unavailable(format!("cannot read {}: {e}", path.display())))?;
     let mut cp = Checkpoint::from_stored(store.checkpoint(&target.name).await?)?;
     let mut status = export.status(&board);
-    let outcome = apply(
-        &export,
-        store,
-        &mut cp,
-        &board,
-        &file,
-        &sha256,
-        approve,
-        &mut status,
-    )
-    .await?;
+    let mirrored = mirrored_export(&export).await?;
+    let pending = Pending {
+        file: &file,
+        sha256: &sha256,
+        approved: approve,
+        mirrored,
+    };
+    let outcome = apply(&export, store, &mut cp, &board, pending, &mut status).await?;
     Ok((status, outcome))
 }

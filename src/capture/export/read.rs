@@ -12,9 +12,9 @@ use crate::capture::key::identify;
 use crate::capture::target::Target;
 use crate::config::FileDef;
 use crate::model::Value;
+use crate::source::Row;
 use crate::source::files::format::{ColumnRequest, ExportReader, FileError, Item, Wanted};
 use crate::source::files::mirror::{Mirror, MirrorTable, WriteMode};
-use crate::source::{Row, SourceError, SourceErrorKind};
 use crate::store::RowHash;
 
 /// Bad rows of one file kept for the quarantine table (all are counted).
@@ -77,10 +77,7 @@ pub enum ReadError {
 }
 
 fn failed(message: String) -> ReadError {
-    ReadError::Failed(CaptureError::Source(SourceError::new(
-        SourceErrorKind::Unavailable,
-        message,
-    )))
+    ReadError::Failed(super::unavailable(message))
 }
 
 /// A record read as the resource sees it.

@@ -362,24 +362,8 @@ impl Mirror {
         batch: usize,
         mut sink: impl FnMut(Vec<Row>) -> bool,
     ) -> Result<(), SourceError> {
-        let conn = self
-            .readers
-            .lock()
-            .map_err(|_| {
-                SourceError::new(SourceErrorKind::Unavailable, "mirror reader lock poisoned")
-            })?
-            .pop();
-        let Some(conn) = conn else {
-            return Err(SourceError::new(
-                SourceErrorKind::Saturated,
-                "no mirror connection free",
-            ));
-        };
-        let result = read_with(&conn, sql, params, decode, batch, &mut sink);
-        if let Ok(mut readers) = self.readers.lock() {
-            readers.push(conn);
-        }
-        result
+        self.with_reader(|conn| Ok(read_with(conn, sql, params, decode, batch, &mut sink)))
+            .map_err(|e| sql_err("open reader", e))?
     }
 
     /// Waits for a read slot, bounding concurrent reads to the open connections.

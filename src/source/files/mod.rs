@@ -77,11 +77,6 @@ impl FilesSource {
         })
     }
 
-    /// The source's name in the deployment config.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The export folder, resolved against the config file.
     pub fn dir(&self) -> &Path {
         &self.dir
