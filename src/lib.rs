@@ -7,6 +7,7 @@ pub mod auth;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod model;
 pub mod resource;
 pub mod source;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use super::delivery::SubscriptionConfig;
 use super::files::FilesSourceConfig;
 
 /// Where the server listens unless configured otherwise: loopback only, so a fresh install
@@ -37,6 +38,9 @@ pub struct DeploymentConfig {
     pub sources: IndexMap<String, SourceConfig>,
     #[serde(default)]
     pub state: StateConfig,
+    /// Where change events are delivered (`[subscriptions.NAME]`).
+    #[serde(default)]
+    pub subscriptions: IndexMap<String, SubscriptionConfig>,
 }
 
 /// Where capture keeps its checkpoints, snapshot state and outbox.

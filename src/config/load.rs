@@ -52,6 +52,7 @@ impl LoadedConfig {
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     let mut deployment: DeploymentConfig = parse_file(path)?;
     expand_sources(path, &mut deployment)?;
+    super::delivery::expand_subscriptions(path, &mut deployment.subscriptions)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut adapters = Vec::new();
     for (i, rel) in deployment.adapters.iter().enumerate() {
@@ -182,7 +183,13 @@ pub fn validate(config: &LoadedConfig) -> Result<(), ConfigError> {
             ));
         }
     }
-    validate_auth(path, dep, &seen)
+    validate_auth(path, dep, &seen)?;
+    let captured: Vec<&str> = config
+        .resources()
+        .filter(|(_, _, def)| def.capture_def().is_some())
+        .map(|(_, name, _)| name)
+        .collect();
+    super::delivery::validate_subscriptions(path, &dep.subscriptions, &captured)
 }
 
 fn validate_auth(

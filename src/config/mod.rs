@@ -5,6 +5,7 @@
 
 mod adapter;
 mod capture;
+mod delivery;
 mod deployment;
 mod env;
 mod error;
@@ -15,6 +16,14 @@ pub use adapter::{AdapterFile, FieldDef, KeyDef, ResourceDef, Trim};
 pub use capture::{
     CaptureDef, DEFAULT_BATCH_SIZE, DEFAULT_CHANGELOG_TABLE, DEFAULT_INTERVAL_MS,
     DEFAULT_LOOKBACK_MS, DEFAULT_SETTLE_MS, InitialLoad, StrategyKind,
+};
+pub use delivery::{
+    DEFAULT_DELIVERY_BATCH_SIZE, DEFAULT_MAX_RETRY_AFTER, DEFAULT_NATS_ACK_TIMEOUT_MS,
+    DEFAULT_NATS_DUPLICATE_WINDOW_MS, DEFAULT_NATS_STREAM, DEFAULT_NATS_SUBJECT_PREFIX,
+    DEFAULT_POSTGRES_SCHEMA, DEFAULT_POSTGRES_TIMEOUT_MS, DEFAULT_RETRY_JITTER,
+    DEFAULT_RETRY_SCHEDULE, DEFAULT_WEBHOOK_CONNECT_TIMEOUT_MS, DEFAULT_WEBHOOK_MAX_IN_FLIGHT,
+    DEFAULT_WEBHOOK_TIMEOUT_MS, NatsSinkConfig, PostgresSinkConfig, RetryConfig, SinkConfig,
+    StartAt, SubscriptionConfig, WebhookSinkConfig, redact_url, webhook_key,
 };
 pub use deployment::{
     ApiKeyConfig, AuthConfig, AuthMode, DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_LISTEN,

@@ -1,0 +1,1 @@
+//! JetStream sink (to be built).

@@ -1,0 +1,1 @@
+//! PostgreSQL replica sink (to be built).

@@ -1,0 +1,1 @@
+//! Webhook sink (to be built).
