@@ -13,11 +13,16 @@
 //! SQLite is the default backend (one file, `store::sqlite`); the trait leaves room for a
 //! PostgreSQL backend for multi-instance deployments.
 
+pub mod delivery;
 mod error;
 pub mod sqlite;
 
 use async_trait::async_trait;
 
+pub use delivery::{
+    AuditEntry, Control, DeadLetter, DeliveryCounts, DeliveryStore, DueEvent, Parked, Settlement,
+    SubscriptionRow, SubscriptionState, record_key,
+};
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
 

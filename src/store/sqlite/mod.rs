@@ -40,6 +40,7 @@
 //! A commit whose future is dropped may still complete: the blocking work is not
 //! cancellable. Callers that lose the answer read `last_seq` or the checkpoint to find out.
 
+mod delivery;
 mod keys;
 mod lock;
 mod outbox;
@@ -60,6 +61,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::Semaphore;
 
 use super::{Appended, Commit, EventFilter, EventPage, KeyRecord, KeyState, Store, StoreError};
+use crate::store::delivery::{
+    AuditEntry, Control, DeadLetter, DeliveryCounts, DeliveryStore, DueEvent, Parked, Settlement,
+    SubscriptionRow,
+};
 
 /// Reader connections per store: enough that a long-poll read and a snapshot merge do not
 /// queue behind each other, few because each holds its own page cache.
@@ -285,6 +290,134 @@ impl Store for SqliteStore {
 
     async fn last_seq(&self) -> Result<u64, StoreError> {
         self.read(|conn| outbox::head(conn)).await
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn open_subscription(
+        &self,
+        name: &str,
+        start: u64,
+    ) -> Result<SubscriptionRow, StoreError> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let row = delivery::open(&tx, &name, start)?;
+            tx.commit().map_err(sql_err)?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn subscription(&self, name: &str) -> Result<Option<SubscriptionRow>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| delivery::get(conn, &name)).await
+    }
+
+    async fn advance(
+        &self,
+        name: &str,
+        from: u64,
+        to: u64,
+        parked: Vec<Parked>,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let moved = delivery::advance(&tx, &name, from, to, &parked)?;
+            tx.commit().map_err(sql_err)?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    async fn due(
+        &self,
+        name: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueEvent>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| delivery::due(conn, &name, now_ms, limit))
+            .await
+    }
+
+    async fn next_due(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| delivery::next_due(conn, &name)).await
+    }
+
+    async fn parked_records(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| delivery::parked_records(conn, &name))
+            .await
+    }
+
+    async fn settle(
+        &self,
+        name: &str,
+        now_ms: i64,
+        settled: Vec<(u64, Settlement)>,
+    ) -> Result<Vec<String>, StoreError> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let cleared = delivery::settle(&tx, &name, now_ms, &settled)?;
+            tx.commit().map_err(sql_err)?;
+            Ok(cleared)
+        })
+        .await
+    }
+
+    async fn control(
+        &self,
+        name: &str,
+        actor: &str,
+        control: Control,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let (name, actor) = (name.to_owned(), actor.to_owned());
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let touched = delivery::control(&tx, &name, &actor, &control, now_ms)?;
+            tx.commit().map_err(sql_err)?;
+            Ok(touched)
+        })
+        .await
+    }
+
+    async fn dead_letters(
+        &self,
+        name: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| delivery::dead_letters(conn, &name, after, limit))
+            .await
+    }
+
+    async fn delivery_counts(&self, name: &str) -> Result<DeliveryCounts, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| delivery::counts(conn, &name)).await
+    }
+
+    async fn audit_log(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(move |conn| delivery::audit_log(conn, before, limit))
+            .await
     }
 }
 

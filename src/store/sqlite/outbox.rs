@@ -161,6 +161,18 @@ pub(super) fn read_page(
     Ok(EventPage { events, next_after })
 }
 
+/// The event at `seq`, if the outbox holds it.
+pub(super) fn read_one(conn: &Connection, seq: u64) -> Result<Option<StoredEvent>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM outbox WHERE seq = ?1"))
+        .map_err(sql_err)?;
+    let mut rows = stmt.query([to_i64(seq, "seq")?]).map_err(sql_err)?;
+    match rows.next().map_err(sql_err)? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
 fn collect(
     stmt: &mut Statement<'_>,
     params: impl Params,

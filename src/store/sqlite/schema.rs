@@ -57,9 +57,56 @@ CREATE TABLE outbox_head (
 INSERT INTO outbox_head (id, last_seq) VALUES (0, 0);
 ";
 
+/// Version 2: delivery. Per subscription a cursor, parked events (retries, and events
+/// waiting behind an earlier event of the same record), dead letters; and the audit log of
+/// operator actions. Times are unix milliseconds (`*_ms`) where they are compared, RFC 3339
+/// text where they are only shown.
+const V2: &str = "
+CREATE TABLE subscription (
+    name       TEXT    NOT NULL PRIMARY KEY,
+    cursor     INTEGER NOT NULL CHECK (cursor >= 0),
+    state      TEXT    NOT NULL CHECK (state IN ('active', 'paused', 'disabled')),
+    reason     TEXT,
+    updated_at TEXT    NOT NULL
+) STRICT;
+
+CREATE TABLE delivery_parked (
+    subscription TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    record       TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL CHECK (attempts >= 0),
+    next_at_ms   INTEGER,
+    last_error   TEXT,
+    PRIMARY KEY (subscription, seq)
+) STRICT;
+
+CREATE INDEX delivery_parked_due ON delivery_parked (subscription, next_at_ms, seq)
+    WHERE next_at_ms IS NOT NULL;
+CREATE INDEX delivery_parked_record ON delivery_parked (subscription, record, seq);
+
+CREATE TABLE dead_letter (
+    subscription TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    record       TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL,
+    reason       TEXT    NOT NULL,
+    failed_at    TEXT    NOT NULL,
+    PRIMARY KEY (subscription, seq)
+) STRICT;
+
+CREATE TABLE audit_log (
+    id           INTEGER PRIMARY KEY,
+    at           TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    subscription TEXT,
+    detail       TEXT NOT NULL CHECK (json_valid(detail))
+) STRICT;
+";
+
 /// Every migration in order; index `i` takes a file from version `i` to `i + 1`. Append only:
 /// an applied migration is never edited.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes and understands.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
