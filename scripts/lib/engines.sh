@@ -7,6 +7,7 @@
 #   lb_start_mariadb "$tmp/mariadb"     # exports LB_TEST_MARIADB_ODBC, LB_TEST_MARIADB_PORT
 #   lb_start_postgres "$tmp/postgres"   # exports LB_TEST_POSTGRES_ODBC, _PORT, _URL
 #   lb_sqlite_driver                    # exports LB_TEST_SQLITE_DRIVER
+#   lb_python_env                       # exports LB_TEST_PYTHON
 #
 # Servers listen on 127.0.0.1 only, on free ports, with all files in the given
 # directory; nothing is registered as a system service. Safe under
@@ -17,7 +18,7 @@
 LB_PACKAGES=(
     unixodbc unixodbc-dev libsqliteodbc odbc-mariadb odbc-postgresql tdsodbc
     mariadb-server mariadb-client postgresql postgresql-client sqlite3
-    nats-server python3-venv curl
+    nats-server python3 python3-venv curl
 )
 
 # Seconds to wait for a server to accept connections / to stop.
@@ -116,6 +117,47 @@ lb_sqlite_driver() {
     LB_TEST_SQLITE_DRIVER=$(lb_odbc_driver '^SQLite3$') || return 1
     export LB_TEST_SQLITE_DRIVER
     printf '%s\n' "$LB_TEST_SQLITE_DRIVER"
+}
+
+# Python packages the tests use: standardwebhooks verifies webhook signatures in
+# tests/receiver/webhook_receiver.py; openapi-spec-validator checks openapi/v1.json.
+LB_PYTHON_PACKAGES=(standardwebhooks openapi-spec-validator)
+
+# lb_python_env [VENV]: creates (or repairs) a Python venv, target/pyvenv by
+# default, with LB_PYTHON_PACKAGES installed; exports LB_TEST_PYTHON (its
+# interpreter, absolute) and prints it.
+lb_python_env() {
+    local venv=${1:-target/pyvenv} python
+    if ! command -v python3 >/dev/null 2>&1; then
+        _lb_err "python3 not found (install python3 and python3-venv)"
+        return 1
+    fi
+    mkdir -p "$(dirname "$venv")" && venv=$(cd "$(dirname "$venv")" && pwd)/$(basename "$venv") || return 1
+    python=$venv/bin/python
+    # (Re)create the venv when missing or broken (e.g. python3 was upgraded).
+    if ! "$python" -c '' >/dev/null 2>&1; then
+        _lb_log "creating Python venv $venv"
+        python3 -m venv --clear "$venv" >&2 || {
+            _lb_err "python3 -m venv failed (install python3-venv)"
+            return 1
+        }
+    fi
+    # Module names are the package names with `_` for `-`.
+    local pkg missing=()
+    for pkg in "${LB_PYTHON_PACKAGES[@]}"; do
+        if ! "$python" -c "import ${pkg//-/_}" >/dev/null 2>&1; then
+            missing+=("$pkg")
+        fi
+    done
+    if ((${#missing[@]} > 0)); then
+        _lb_log "installing Python packages: ${missing[*]}"
+        "$python" -m pip install --quiet --disable-pip-version-check "${missing[@]}" >&2 || {
+            _lb_err "pip install failed for: ${missing[*]}"
+            return 1
+        }
+    fi
+    export LB_TEST_PYTHON=$python
+    printf '%s\n' "$LB_TEST_PYTHON"
 }
 
 # Prints a TCP port that is free on 127.0.0.1 right now.
