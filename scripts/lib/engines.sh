@@ -6,6 +6,7 @@
 #   trap lb_stop_engines EXIT
 #   lb_start_mariadb "$tmp/mariadb"     # exports LB_TEST_MARIADB_ODBC, LB_TEST_MARIADB_PORT
 #   lb_start_postgres "$tmp/postgres"   # exports LB_TEST_POSTGRES_ODBC, _PORT, _URL
+#   lb_start_nats "$tmp/nats"           # exports LB_TEST_NATS_URL, _PORT, _BIN, _DIR
 #   lb_sqlite_driver                    # exports LB_TEST_SQLITE_DRIVER
 #   lb_python_env                       # exports LB_TEST_PYTHON
 #
@@ -30,6 +31,7 @@ _LB_MARIADB_PID=""
 _LB_MARIADB_DIR=""
 _LB_POSTGRES_DATA=""
 _LB_POSTGRES_BIN=""
+_LB_NATS_PID=""
 
 _lb_err() { printf 'engines: error: %s\n' "$*" >&2; }
 _lb_log() { printf 'engines: %s\n' "$*" >&2; }
@@ -388,6 +390,73 @@ CONF
     _lb_log "PostgreSQL ready on 127.0.0.1:$port (dir $dir)"
 }
 
+# lb_start_nats DIR: starts a throw-away NATS server with JetStream, its store
+# (DIR/js) and log in DIR. Exports LB_TEST_NATS_URL, LB_TEST_NATS_PORT, and, so
+# a test can stop and restart a server of its own ("NATS restarted
+# mid-stream"), LB_TEST_NATS_BIN (the nats-server binary) and LB_TEST_NATS_DIR.
+lb_start_nats() {
+    local dir=${1:?usage: lb_start_nats DIR}
+    if _lb_pid_alive "$_LB_NATS_PID"; then
+        _lb_err "a NATS server started by this shell is already running (pid $_LB_NATS_PID)"
+        return 1
+    fi
+    local bin
+    bin=$(PATH=$PATH:/usr/sbin:/usr/bin command -v nats-server) || {
+        _lb_err "nats-server not found (install nats-server)"
+        return 1
+    }
+    mkdir -p "$dir/js" && dir=$(cd "$dir" && pwd) || return 1
+    local log=$dir/nats.log
+
+    # A free port can be taken between lb_free_port and bind: retry a few times.
+    local attempt port pid ready deadline
+    for attempt in 1 2 3; do
+        port=$(lb_free_port) || return 1
+        : >"$log"
+        "$bin" -js -sd "$dir/js" -a 127.0.0.1 -p "$port" \
+            </dev/null >>"$log" 2>&1 &
+        pid=$!
+        ready=""
+        deadline=$((SECONDS + LB_ENGINE_START_TIMEOUT))
+        while ((SECONDS < deadline)); do
+            _lb_pid_alive "$pid" || break
+            if grep -q 'Server is ready' "$log" 2>/dev/null; then
+                ready=1
+                break
+            fi
+            sleep 0.1
+        done
+        [[ -n $ready ]] && break
+        if _lb_pid_alive "$pid"; then
+            kill -KILL "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            _lb_err "NATS did not become ready within ${LB_ENGINE_START_TIMEOUT}s"
+            _lb_show_log "$log"
+            return 1
+        fi
+        wait "$pid" 2>/dev/null || true
+        if grep -q -i 'address already in use' "$log"; then
+            _lb_log "port $port was taken, retrying (attempt $attempt)"
+            continue
+        fi
+        _lb_err "NATS exited during start-up"
+        _lb_show_log "$log"
+        return 1
+    done
+    if [[ -z $ready ]]; then
+        _lb_err "NATS could not bind a free port after 3 attempts"
+        _lb_show_log "$log"
+        return 1
+    fi
+    _LB_NATS_PID=$pid
+
+    export LB_TEST_NATS_PORT=$port
+    export LB_TEST_NATS_URL="nats://127.0.0.1:$port"
+    export LB_TEST_NATS_BIN=$bin
+    export LB_TEST_NATS_DIR=$dir
+    _lb_log "NATS (JetStream) ready on 127.0.0.1:$port (pid $pid, dir $dir)"
+}
+
 # Stops whatever lb_start_* started in this shell. Idempotent, never fails
 # (meant for `trap lb_stop_engines EXIT`), every wait bounded.
 lb_stop_engines() {
@@ -424,6 +493,23 @@ lb_stop_engines() {
         _lb_log "PostgreSQL stopped"
         _LB_POSTGRES_DATA=""
         _LB_POSTGRES_BIN=""
+    fi
+    if [[ -n $_LB_NATS_PID ]]; then
+        if _lb_pid_alive "$_LB_NATS_PID"; then
+            kill -TERM "$_LB_NATS_PID" 2>/dev/null || true
+            deadline=$((SECONDS + LB_ENGINE_STOP_TIMEOUT))
+            while ((SECONDS < deadline)); do
+                _lb_pid_alive "$_LB_NATS_PID" || break
+                sleep 0.1
+            done
+            if _lb_pid_alive "$_LB_NATS_PID"; then
+                _lb_log "NATS did not stop within ${LB_ENGINE_STOP_TIMEOUT}s, killing it"
+                kill -KILL "$_LB_NATS_PID" 2>/dev/null || true
+            fi
+            wait "$_LB_NATS_PID" 2>/dev/null || true
+        fi
+        _lb_log "NATS stopped"
+        _LB_NATS_PID=""
     fi
     return 0
 }

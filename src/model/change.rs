@@ -111,6 +111,47 @@ impl StoredEvent {
             "data": e.data,
         })
     }
+
+    /// The bytes of [`StoredEvent::to_cloudevent`] serialized, written straight from the event
+    /// (no intermediate `Value`, no copy of `data`): what a sink sends, built once per event.
+    pub fn cloudevent_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let e = &self.event;
+        let shape = CloudEventRef {
+            specversion: "1.0",
+            id: &e.id,
+            source: &e.source,
+            event_type: &e.event_type,
+            subject: &e.subject,
+            time: e.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            datacontenttype: "application/json",
+            sequence: self.seq,
+            data: &e.data,
+        };
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, &shape)?;
+        Ok(out)
+    }
+}
+
+/// [`StoredEvent::to_cloudevent`]'s attributes in the same order, borrowed from the event.
+#[derive(Serialize)]
+struct CloudEventRef<'a> {
+    specversion: &'static str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    subject: &'a str,
+    time: String,
+    datacontenttype: &'static str,
+    #[serde(serialize_with = "as_string")]
+    sequence: u64,
+    data: &'a serde_json::Value,
+}
+
+/// The CloudEvents sequence extension is a string.
+fn as_string<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 #[cfg(test)]
@@ -136,5 +177,23 @@ mod tests {
         assert_eq!(ce["type"], "inventory.updated");
         assert_eq!(ce["sequence"], "7");
         assert_eq!(ce["time"], "2023-11-14T22:13:20.000000Z");
+    }
+
+    #[test]
+    fn cloudevent_json_is_the_cloudevent_serialized() {
+        let stored = StoredEvent {
+            seq: 18_446_744_073_709_551_615,
+            event: NewEvent {
+                id: "e\"1".into(),
+                resource: "inventory".into(),
+                source: "/sources/pos/inventory".into(),
+                event_type: event_type("inventory", ChangeOp::Deleted),
+                subject: "A1001/MAIN".into(),
+                time: DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap(),
+                data: serde_json::json!({"op": "deleted", "before": {"qty": 3, "name": "é"}}),
+            },
+        };
+        let expected = serde_json::to_vec(&stored.to_cloudevent()).unwrap();
+        assert_eq!(stored.cloudevent_json().unwrap(), expected);
     }
 }
