@@ -13,9 +13,10 @@ use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::capture::{self, CaptureError, CaptureRuntime};
 use crate::config::{AuthMode, ConfigError, LoadedConfig, SourceConfig};
+use crate::delivery::{self, DeliveryRuntime};
 use crate::resource::{BindError, Resource, bind_resource};
 use crate::source::{self, SourceError, Sources, TableInfo};
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqliteStore, Store, StoreError};
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -33,6 +34,12 @@ pub enum StartError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A subscription's sink cannot be built from its config.
+    #[error("subscriptions.{subscription}.sink: {error}")]
+    Sink {
+        subscription: String,
+        error: crate::delivery::SinkError,
+    },
     #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -45,6 +52,7 @@ pub struct App {
     pub config: LoadedConfig,
     pub state: Arc<AppState>,
     pub capture: Option<CaptureRuntime>,
+    pub delivery: Option<DeliveryRuntime>,
 }
 
 /// Opens sources and binds resources. Transient source failures are retried until `wait` has
@@ -97,11 +105,13 @@ pub async fn build(config: LoadedConfig, wait: Duration) -> Result<App, StartErr
         config,
         state,
         capture: None,
+        delivery: None,
     })
 }
 
-/// Opens the state store and starts a capture task for every resource with a `capture`
-/// section; the API then serves the changes feed. Nothing happens without such a resource.
+/// Opens the state store, starts a capture task for every resource with a `capture` section
+/// and a dispatcher for every subscription; the API then serves the changes feed and the
+/// delivery endpoints. Nothing happens without a captured resource.
 pub async fn start_capture(app: &mut App) -> Result<(), StartError> {
     let targets =
         capture::bind_targets(&app.config, &app.state.resources, &app.state.sources).await?;
@@ -112,15 +122,40 @@ pub async fn start_capture(app: &mut App) -> Result<(), StartError> {
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
         .await
         .map_err(|e| StoreError::Io(format!("opening the state store failed: {e}")))??;
-    let captured = targets.len();
-    let runtime = CaptureRuntime::start(targets, Arc::new(store)).await?;
+    let captured: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let planned =
+        delivery::plan(&app.config, &app.state.resources).map_err(|(subscription, error)| {
+            StartError::Sink {
+                subscription,
+                error,
+            }
+        })?;
+    let store = Arc::new(store);
+    let runtime = CaptureRuntime::start(targets, Arc::clone(&store) as Arc<dyn Store>).await?;
+    let delivery = if planned.is_empty() {
+        None
+    } else {
+        let committed = runtime.handle.committed.clone();
+        match DeliveryRuntime::start(planned, &captured, store, committed).await {
+            Ok(delivery) => Some(delivery),
+            Err(e) => {
+                runtime.shutdown().await;
+                return Err(e.into());
+            }
+        }
+    };
     let Some(state) = Arc::get_mut(&mut app.state) else {
         runtime.shutdown().await;
+        if let Some(delivery) = delivery {
+            delivery.shutdown().await;
+        }
         return Err(StoreError::Io("capture must start before the API is shared".into()).into());
     };
     state.capture = Some(runtime.handle.clone());
-    tracing::info!(resources = captured, state = %app.config.state_path().display(), "capture started");
+    state.delivery = delivery.as_ref().map(|d| d.handle.clone());
+    tracing::info!(resources = captured.len(), subscriptions = app.config.deployment.subscriptions.len(), state = %app.config.state_path().display(), "capture started");
     app.capture = Some(runtime);
+    app.delivery = delivery;
     Ok(())
 }
 
@@ -152,11 +187,14 @@ pub fn state(
         .filter(|(_, _, def)| def.capture_def().is_some())
         .map(|(_, name, _)| name.to_owned())
         .collect();
-    let with_files = config.resources().any(|(_, _, def)| def.file.is_some());
+    let extras = api::openapi::Extras {
+        captured,
+        files: config.resources().any(|(_, _, def)| def.file.is_some()),
+        delivery: !config.deployment.subscriptions.is_empty(),
+    };
     let openapi = api::openapi::build(
         resources.values().map(|r| r.as_ref()),
-        &captured,
-        with_files,
+        &extras,
         auth.enabled(),
     );
     Arc::new(AppState {
@@ -165,6 +203,7 @@ pub fn state(
         auth,
         openapi,
         capture: None,
+        delivery: None,
         change_waiters: Arc::new(tokio::sync::Semaphore::new(
             config.deployment.server.max_change_waiters,
         )),
@@ -174,6 +213,7 @@ pub fn state(
 /// Serves the API until ctrl-c or SIGTERM, then drains in-flight requests and stops capture.
 pub async fn serve(mut app: App, listen: Option<std::net::SocketAddr>) -> Result<(), StartError> {
     let capture = app.capture.take();
+    let delivery = app.delivery.take();
     let server = &app.config.deployment.server;
     let addr = listen.unwrap_or(server.listen);
     if app.config.deployment.auth.mode == AuthMode::None {
@@ -199,6 +239,10 @@ pub async fn serve(mut app: App, listen: Option<std::net::SocketAddr>) -> Result
     tokio::select! {
         r = server => r.map_err(|error| StartError::Listen { addr, error })?,
         () = drained => tracing::warn!("shutdown grace period over, exiting with requests in flight"),
+    }
+    // Delivery first: its dispatchers wait on capture's commit signal.
+    if let Some(delivery) = delivery {
+        delivery.shutdown().await;
     }
     if let Some(capture) = capture {
         capture.shutdown().await;

@@ -1,5 +1,6 @@
 //! The HTTP API: `/v1/{resource}` list and get, the change feed and stream (`/v1/changes`),
-//! `/admin/capture`, `/admin/files`, `/healthz`, `/readyz`, the OpenAPI document and the offline docs page.
+//! `/admin/capture`, `/admin/files`, `/admin/subscriptions`, `/admin/audit`, `/metrics`,
+//! `/healthz`, `/readyz`, the OpenAPI document and the offline docs page.
 //! Handlers only parse, authorize, ask the source or the store, and encode.
 
 mod admin;
@@ -13,6 +14,7 @@ pub mod params;
 mod plan;
 mod problem;
 mod resources;
+mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,7 @@ pub use problem::{PROBLEM_JSON, Problem};
 
 use crate::auth::Auth;
 use crate::capture::CaptureHandle;
+use crate::delivery::DeliveryHandle;
 use crate::resource::Resource;
 use crate::source::Sources;
 
@@ -41,6 +44,8 @@ pub struct AppState {
     pub openapi: utoipa::openapi::OpenApi,
     /// Change capture, when any resource has a `capture` section.
     pub capture: Option<CaptureHandle>,
+    /// Delivery to subscriptions, when any is configured.
+    pub delivery: Option<DeliveryHandle>,
     /// Permits for clients waiting on changes (long-polls with `wait`, SSE streams).
     pub change_waiters: Arc<tokio::sync::Semaphore>,
 }
@@ -65,7 +70,37 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration) -> Router {
         .route(
             "/admin/files/{resource}/quarantine",
             axum::routing::get(files::quarantine),
-        );
+        )
+        .route(
+            "/admin/subscriptions",
+            axum::routing::get(subscriptions::overview),
+        )
+        .route(
+            "/admin/subscriptions/{name}/dead-letters",
+            axum::routing::get(subscriptions::dead_letters),
+        )
+        .route(
+            "/admin/subscriptions/{name}/dead-letters/replay",
+            axum::routing::post(subscriptions::replay),
+        )
+        .route(
+            "/admin/subscriptions/{name}/dead-letters/{seq}/replay",
+            axum::routing::post(subscriptions::replay_one),
+        )
+        .route(
+            "/admin/subscriptions/{name}/pause",
+            axum::routing::post(subscriptions::pause),
+        )
+        .route(
+            "/admin/subscriptions/{name}/resume",
+            axum::routing::post(subscriptions::resume),
+        )
+        .route(
+            "/admin/subscriptions/{name}/rewind",
+            axum::routing::post(subscriptions::rewind),
+        )
+        .route("/admin/audit", axum::routing::get(subscriptions::audit))
+        .route("/metrics", axum::routing::get(subscriptions::prometheus));
     for resource in state.resources.values() {
         app = resources::routes(app, Arc::clone(resource));
     }

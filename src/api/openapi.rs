@@ -28,14 +28,20 @@ use super::health::{CaptureReadiness, Health, Readiness, SourceReadiness};
 use super::params::{DEFAULT_LIMIT, MAX_LIMIT};
 use super::problem::{PROBLEM_JSON, Problem};
 use super::resources::item_path;
+use super::subscriptions::{
+    ActionDone, AuditPage, DeadLetterPage, PauseRequest, ReplayRequest, RewindRequest,
+    SubscriptionsOverview,
+};
 use crate::auth::{ADMIN_READ, ADMIN_WRITE, read_scope};
 use crate::capture::{
     AppliedExport, CaptureState, ExportFile, ExportState, ExportStatus, HeldExport, RejectedExport,
     ResourceCaptureStatus, ScanProgress,
 };
+use crate::delivery::SubscriptionStatus;
 use crate::model::{FieldSchema, FieldType, ResourceSchema};
 use crate::resource::Resource;
 use crate::source::files::mirror::QuarantinedRow;
+use crate::store::{AuditEntry, DeadLetter, SubscriptionState};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -94,13 +100,53 @@ struct CaptureApi;
 )]
 struct FilesApi;
 
-/// Builds the whole document for a set of bound resources. `captured` names the resources
-/// with a `capture` section: when there is none, the change endpoints are left out;
-/// `with_files` adds `/admin/files` when some resource reads export files.
+/// The delivery endpoints, documented only when subscriptions are configured.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        super::subscriptions::overview,
+        super::subscriptions::dead_letters,
+        super::subscriptions::replay,
+        super::subscriptions::replay_one,
+        super::subscriptions::pause,
+        super::subscriptions::resume,
+        super::subscriptions::rewind,
+        super::subscriptions::audit,
+        super::subscriptions::prometheus
+    ),
+    components(schemas(
+        SubscriptionsOverview,
+        SubscriptionStatus,
+        SubscriptionState,
+        DeadLetterPage,
+        DeadLetter,
+        ReplayRequest,
+        PauseRequest,
+        RewindRequest,
+        ActionDone,
+        AuditPage,
+        AuditEntry
+    ))
+)]
+struct DeliveryApi;
+
+/// Which optional endpoint groups the document describes, besides resources and health.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Resources with a `capture` section: the change feed, stream and `/admin/capture`
+    /// appear when there is one.
+    pub captured: Vec<String>,
+    /// Some resource reads export files: `/admin/files`.
+    pub files: bool,
+    /// Subscriptions are configured: `/admin/subscriptions`, `/admin/audit`, `/metrics`.
+    pub delivery: bool,
+}
+
+/// Builds the whole document for a set of bound resources and the optional groups `extras`
+/// names.
 pub fn build<'a>(
     resources: impl IntoIterator<Item = &'a Resource>,
-    captured: &[String],
-    with_files: bool,
+    extras: &Extras,
     auth_enabled: bool,
 ) -> OpenApi {
     let mut doc = StaticApi::openapi();
@@ -152,8 +198,8 @@ pub fn build<'a>(
         );
     }
     doc.components = Some(ComponentsBuilder::from(components).build());
-    if !captured.is_empty() {
-        add_capture_api(&mut doc, captured, with_files, auth_enabled);
+    if !extras.captured.is_empty() {
+        add_capture_api(&mut doc, extras, auth_enabled);
     }
     doc
 }
@@ -161,16 +207,19 @@ pub fn build<'a>(
 /// How scopes work, for the security scheme descriptions.
 const SCOPES_DOC: &str = "Scopes: `<resource>:read` reads one resource and its change events; \
     `*:read` reads every resource; `admin:read` reads `/admin` and `admin:write` runs operator \
-    actions (resync); neither is granted by `*:read`.";
+    actions (resync, export approval, dead-letter replay, pause, resume, rewind); neither is granted by `*:read`.";
 
 /// Adds the change feed, the stream and `/admin/capture`, with their security: the change
 /// routes accept the read scope of any captured resource, `/admin` only `admin:read`.
-fn add_capture_api(doc: &mut OpenApi, captured: &[String], with_files: bool, auth: bool) {
+fn add_capture_api(doc: &mut OpenApi, extras: &Extras, auth: bool) {
     doc.merge(CaptureApi::openapi());
-    if with_files {
+    if extras.files {
         doc.merge(FilesApi::openapi());
     }
-    let change_scopes: Vec<String> = captured.iter().map(|r| read_scope(r)).collect();
+    if extras.delivery {
+        doc.merge(DeliveryApi::openapi());
+    }
+    let change_scopes: Vec<String> = extras.captured.iter().map(|r| read_scope(r)).collect();
     let admin_scopes = vec![ADMIN_READ.to_owned()];
     let admin_write_scopes = vec![ADMIN_WRITE.to_owned()];
     for (path, scopes) in [
@@ -181,6 +230,21 @@ fn add_capture_api(doc: &mut OpenApi, captured: &[String], with_files: bool, aut
         ("/admin/files", &admin_scopes),
         ("/admin/files/{resource}/approve", &admin_write_scopes),
         ("/admin/files/{resource}/quarantine", &admin_scopes),
+        ("/admin/subscriptions", &admin_scopes),
+        ("/admin/subscriptions/{name}/dead-letters", &admin_scopes),
+        (
+            "/admin/subscriptions/{name}/dead-letters/replay",
+            &admin_write_scopes,
+        ),
+        (
+            "/admin/subscriptions/{name}/dead-letters/{seq}/replay",
+            &admin_write_scopes,
+        ),
+        ("/admin/subscriptions/{name}/pause", &admin_write_scopes),
+        ("/admin/subscriptions/{name}/resume", &admin_write_scopes),
+        ("/admin/subscriptions/{name}/rewind", &admin_write_scopes),
+        ("/admin/audit", &admin_scopes),
+        ("/metrics", &admin_scopes),
     ] {
         let Some(op) = doc
             .paths
@@ -519,7 +583,11 @@ mod tests {
 
     fn doc(captured: &[&str], auth: bool) -> serde_json::Value {
         let captured: Vec<String> = captured.iter().map(|s| s.to_string()).collect();
-        serde_json::to_value(build(std::iter::empty(), &captured, false, auth)).unwrap()
+        let extras = Extras {
+            captured,
+            ..Extras::default()
+        };
+        serde_json::to_value(build(std::iter::empty(), &extras, auth)).unwrap()
     }
 
     #[test]

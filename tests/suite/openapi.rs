@@ -17,7 +17,10 @@ async fn committed_openapi_document_is_current() {
     let text = std::fs::read_to_string(&config_path).unwrap();
     let exports = repo().join("adapters/price-export-csv.toml");
     let text = text.replacen(".toml\"]", &format!(".toml\", {exports:?}]"), 1)
-        + "\n[sources.exports]\nkind = \"files\"\ndir = \"exports\"\n";
+        + "\n[sources.exports]\nkind = \"files\"\ndir = \"exports\"\n"
+        // A subscription, so the delivery endpoints are documented too (never started here).
+        + "\n[subscriptions.crm]\nsink = { kind = \"webhook\", url = \"http://127.0.0.1:9/hook\", \
+           secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }\n";
     std::fs::create_dir_all(dir.path().join("exports")).unwrap();
     std::fs::write(&config_path, text).unwrap();
     let loaded = config::load(&config_path).unwrap();
