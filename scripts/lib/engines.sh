@@ -125,11 +125,11 @@ lb_sqlite_driver() {
 # tests/receiver/webhook_receiver.py; openapi-spec-validator checks openapi/v1.json.
 LB_PYTHON_PACKAGES=(standardwebhooks openapi-spec-validator)
 
-# lb_python_env [VENV]: creates (or repairs) a Python venv, target/pyvenv by
-# default, with LB_PYTHON_PACKAGES installed; exports LB_TEST_PYTHON (its
-# interpreter, absolute) and prints it.
+# Creates (or repairs) the Python venv target/pyvenv (relative to the current
+# directory, the repository root) with LB_PYTHON_PACKAGES installed; exports
+# LB_TEST_PYTHON (its interpreter, absolute) and prints it.
 lb_python_env() {
-    local venv=${1:-target/pyvenv} python
+    local venv=target/pyvenv python
     if ! command -v python3 >/dev/null 2>&1; then
         _lb_err "python3 not found (install python3 and python3-venv)"
         return 1

@@ -21,3 +21,5 @@ mod proxy;
 mod recovery;
 mod rest;
 mod scan;
+mod webhook_receiver;
+mod webhook_sink;
