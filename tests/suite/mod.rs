@@ -17,6 +17,7 @@ mod files_formats;
 mod files_harness;
 mod harness;
 mod openapi;
+mod postgres_sink;
 mod proxy;
 mod recovery;
 mod rest;
