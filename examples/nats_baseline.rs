@@ -7,10 +7,11 @@
 //!
 //! ```text
 //! nats_baseline [--url nats://127.0.0.1:4222] [--stream LB_BASELINE] [--count 100000]
-//!               [--window 500]
+//!               [--window 500] [--fresh]
 //! ```
 //!
-//! Creates the stream (file storage, subjects `bench.>`) when missing. Prints one line,
+//! Creates the stream (file storage, subjects `bench.>`) when missing; `--fresh` deletes it
+//! first, so repeated runs do not pile up messages on disk. Prints one line,
 //! `nats-baseline: events=N window=W bytes=B seconds=S events/s=R` (B: one payload's size),
 //! timed from the first publish to the last ack; exits non-zero when any publish is not acked.
 
@@ -25,18 +26,25 @@ struct Args {
     stream: String,
     count: u64,
     window: usize,
+    fresh: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let usage = "usage: nats_baseline [--url URL] [--stream NAME] [--count N] [--window W]";
+    let usage =
+        "usage: nats_baseline [--url URL] [--stream NAME] [--count N] [--window W] [--fresh]";
     let mut args = Args {
         url: "nats://127.0.0.1:4222".into(),
         stream: "LB_BASELINE".into(),
         count: 100_000,
         window: 500,
+        fresh: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--fresh" {
+            args.fresh = true;
+            continue;
+        }
         let value = it.next().ok_or(format!("{flag} needs a value; {usage}"))?;
         let bad = |_| format!("{flag}: not a positive whole number: {value}");
         match flag.as_str() {
@@ -88,6 +96,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_ack_inflight(2 * args.window)
         .backpressure_on_inflight(true)
         .build(client);
+    if args.fresh && js.get_stream(&args.stream).await.is_ok() {
+        js.delete_stream(&args.stream).await?;
+    }
     js.get_or_create_stream(Config {
         name: args.stream.clone(),
         subjects: vec!["bench.>".into()],
