@@ -221,6 +221,39 @@ mod tests {
         assert_eq!(reconnect_delay(usize::MAX), MAX_RECONNECT_DELAY);
     }
 
+    fn config(url: &str) -> NatsSinkConfig {
+        NatsSinkConfig {
+            url: url.into(),
+            subject_prefix: "legacy".into(),
+            stream: "LEGACY_BRIDGE".into(),
+            create_stream: true,
+            duplicate_window_ms: 120_000,
+            ack_timeout_ms: 1_000,
+            credentials_file: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_url_or_credentials_file_is_misconfigured_before_connecting() {
+        let mut cfg = config("nats://u:hunter2@127.0.0.1:1");
+        cfg.credentials_file = Some("/nonexistent/bridge.creds".into());
+        match start("s", &cfg).await {
+            Err(SinkError::Misconfigured(reason)) => {
+                assert!(reason.contains("/nonexistent/bridge.creds"), "{reason}")
+            }
+            Err(other) => panic!("expected Misconfigured, got {other:?}"),
+            Ok(_) => panic!("expected Misconfigured, got a connection"),
+        }
+        match start("s", &config("nats://u:hunter2@[::1")).await {
+            Err(SinkError::Misconfigured(reason)) => {
+                assert!(!reason.contains("hunter2"), "{reason}");
+                assert!(reason.contains("<redacted>"), "{reason}");
+            }
+            Err(other) => panic!("expected Misconfigured, got {other:?}"),
+            Ok(_) => panic!("expected Misconfigured, got a connection"),
+        }
+    }
+
     #[test]
     fn existing_stream_must_capture_the_prefix() {
         assert!(check_subjects("S", &["legacy.>".into()], "legacy.>").is_ok());
