@@ -16,6 +16,8 @@ mod files_crash;
 mod files_formats;
 mod files_harness;
 mod harness;
+mod nats_server;
+mod nats_sink;
 mod openapi;
 mod postgres_sink;
 mod proxy;
