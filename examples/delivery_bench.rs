@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! delivery_bench nats URL STREAM COUNT [BATCH]        drain COUNT events into JetStream
+//!                                                     (subjects `<stream lowercased>.>`; the
+//!                                                     stream is deleted afterwards)
 //! delivery_bench webhook COUNT [IN_FLIGHT] [BATCH]    drain COUNT events to a local receiver
 //! delivery_bench latency RATE SECONDS [IN_FLIGHT]     commit RATE events/s for SECONDS, each
 //!                                                     timed from commit to receipt
@@ -50,15 +52,20 @@ async fn main() -> Result<(), Error> {
             };
             let count: u64 = count.parse()?;
             let batch: usize = arg(4).map_or(Ok(500), str::parse)?;
+            let prefix = stream.to_ascii_lowercase();
             let sink_config = format!(
-                "kind = \"nats\"\nurl = \"{url}\"\nstream = \"{stream}\"\nsubject_prefix = \"bench\""
+                "kind = \"nats\"\nurl = \"{url}\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\""
             );
             let config = subscription(&sink_config, batch)?;
             let legacy_bridge::config::SinkConfig::Nats(nats) = &config.sink else {
                 return Err("not a nats sink".into());
             };
             let sink = Arc::new(NatsSink::new("bench", nats));
-            drain(sink, config, count).await
+            drain(sink, config, count).await?;
+            // Leave the server as we found it (a run stores COUNT events on disk).
+            let client = async_nats::connect(url).await?;
+            async_nats::jetstream::new(client).delete_stream(stream).await?;
+            Ok(())
         }
         Some("webhook") => {
             let count: u64 = arg(1).ok_or("usage: delivery_bench webhook COUNT")?.parse()?;
