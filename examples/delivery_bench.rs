@@ -64,11 +64,15 @@ async fn main() -> Result<(), Error> {
             drain(sink, config, count).await?;
             // Leave the server as we found it (a run stores COUNT events on disk).
             let client = async_nats::connect(url).await?;
-            async_nats::jetstream::new(client).delete_stream(stream).await?;
+            async_nats::jetstream::new(client)
+                .delete_stream(stream)
+                .await?;
             Ok(())
         }
         Some("webhook") => {
-            let count: u64 = arg(1).ok_or("usage: delivery_bench webhook COUNT")?.parse()?;
+            let count: u64 = arg(1)
+                .ok_or("usage: delivery_bench webhook COUNT")?
+                .parse()?;
             let in_flight: usize = arg(2).map_or(Ok(32), str::parse)?;
             let batch: usize = arg(3).map_or(Ok(500), str::parse)?;
             let receiver = Receiver::start().await?;
@@ -89,7 +93,9 @@ async fn main() -> Result<(), Error> {
 }
 
 fn subscription(sink: &str, batch: usize) -> Result<SubscriptionConfig, Error> {
-    let text = format!("batch_size = {batch}\nretry = {{ schedule = [\"100ms\", \"1s\"] }}\n[sink]\n{sink}\n");
+    let text = format!(
+        "batch_size = {batch}\nretry = {{ schedule = [\"100ms\", \"1s\"] }}\n[sink]\n{sink}\n"
+    );
     Ok(toml::from_str(&text)?)
 }
 
@@ -195,7 +201,11 @@ async fn drain(sink: Arc<dyn Sink>, config: SubscriptionConfig, count: u64) -> R
     let runtime = start(&s, sink, config).await?;
     let deadline = started + Duration::from_secs(600);
     loop {
-        let row = s.store.subscription("bench").await?.ok_or("no subscription")?;
+        let row = s
+            .store
+            .subscription("bench")
+            .await?
+            .ok_or("no subscription")?;
         if row.cursor >= count {
             break;
         }
@@ -208,7 +218,11 @@ async fn drain(sink: Arc<dyn Sink>, config: SubscriptionConfig, count: u64) -> R
     let counts = s.store.delivery_counts("bench").await?;
     runtime.shutdown().await;
     if counts.pending + counts.dead > 0 {
-        return Err(format!("{} parked, {} dead: not a clean run", counts.pending, counts.dead).into());
+        return Err(format!(
+            "{} parked, {} dead: not a clean run",
+            counts.pending, counts.dead
+        )
+        .into());
     }
     println!(
         "events={count} seconds={elapsed:.3} events_per_sec={:.0}",
