@@ -131,7 +131,11 @@ pub async fn start_capture(app: &mut App) -> Result<(), StartError> {
             }
         })?;
     let store = Arc::new(store);
-    let runtime = CaptureRuntime::start(targets, Arc::clone(&store) as Arc<dyn Store>).await?;
+    let mut runtime = CaptureRuntime::start(targets, Arc::clone(&store) as Arc<dyn Store>).await?;
+    let retention_hours = app.config.deployment.state.outbox_retention_hours;
+    if retention_hours > 0 {
+        runtime.start_retention(Duration::from_secs(retention_hours * 3600));
+    }
     let delivery = if planned.is_empty() {
         None
     } else {

@@ -50,6 +50,8 @@ pub(super) fn open(
     if let Some(row) = get(tx, name)? {
         return Ok(row);
     }
+    // "The beginning" is the oldest event retention kept.
+    let start = start.max(super::outbox::pruned_through(tx)?);
     let start_i = to_i64(start, "cursor")?;
     tx.prepare_cached(
         "INSERT INTO subscription (name, cursor, state, reason, updated_at)
@@ -285,6 +287,13 @@ pub(super) fn control(
             )
         }
         Control::Rewind { seq } => {
+            let pruned = super::outbox::pruned_through(tx)?;
+            if *seq < pruned {
+                return Err(StoreError::Expired {
+                    after: *seq,
+                    oldest: pruned + 1,
+                });
+            }
             let seq_i = to_i64(*seq, "seq")?;
             let dropped = tx
                 .prepare_cached("DELETE FROM delivery_parked WHERE subscription = ?1 AND seq > ?2")
