@@ -42,6 +42,18 @@ pub(super) fn get(conn: &Connection, name: &str) -> Result<Option<SubscriptionRo
     .transpose()
 }
 
+pub(super) fn all(conn: &Connection) -> Result<Vec<SubscriptionRow>, StoreError> {
+    let names: Vec<String> = conn
+        .prepare_cached("SELECT name FROM subscription ORDER BY name")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .map_err(sql_err)?;
+    let mut rows = Vec::with_capacity(names.len());
+    for name in names {
+        rows.extend(get(conn, &name)?);
+    }
+    Ok(rows)
+}
+
 pub(super) fn open(
     tx: &Transaction<'_>,
     name: &str,
@@ -308,6 +320,25 @@ pub(super) fn control(
                 "rewind",
                 dropped as u64,
                 serde_json::json!({"from": row.cursor, "to": seq, "parked_dropped": dropped}),
+            )
+        }
+        Control::Forget => {
+            let mut held = 0;
+            for table in ["delivery_parked", "dead_letter"] {
+                held += tx
+                    .execute(
+                        &format!("DELETE FROM {table} WHERE subscription = ?1"),
+                        [name],
+                    )
+                    .map_err(sql_err)?;
+            }
+            tx.prepare_cached("DELETE FROM subscription WHERE name = ?1")
+                .and_then(|mut stmt| stmt.execute([name]))
+                .map_err(sql_err)?;
+            (
+                "forget",
+                held as u64,
+                serde_json::json!({"cursor": row.cursor, "parked_and_dead_dropped": held}),
             )
         }
         Control::Replay { seqs } => {

@@ -294,6 +294,23 @@ async fn retention_removes_an_aged_prefix_but_nothing_a_subscription_needs() {
     // A new subscription's "beginning" is the oldest kept event.
     assert_eq!(store.open_subscription("t", 0).await.unwrap().cursor, 6);
     assert_eq!(store.prune(later, 100).await.unwrap(), 0, "t needs 7 on");
+    // Forgetting the subscriptions (no longer configured) releases the rest.
+    let names: Vec<String> = store
+        .subscription_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, vec!["s", "t"]);
+    assert_eq!(
+        store.control("s", "cli", Control::Forget, 0).await.unwrap(),
+        0
+    );
+    store.control("t", "cli", Control::Forget, 0).await.unwrap();
+    assert!(store.subscription_rows().await.unwrap().is_empty());
+    assert_eq!(store.prune(later, 100).await.unwrap(), 4);
+    assert_eq!(store.audit_log(None, 1).await.unwrap()[0].action, "forget");
 
     // Numbers are never reused after pruning.
     let (_dir2, store2) = store_with_events(3).await;

@@ -337,6 +337,10 @@ impl DeliveryStore for SqliteStore {
         self.read(move |conn| delivery::get(conn, &name)).await
     }
 
+    async fn subscription_rows(&self) -> Result<Vec<SubscriptionRow>, StoreError> {
+        self.read(|conn| delivery::all(conn)).await
+    }
+
     async fn advance(
         &self,
         name: &str,
