@@ -151,6 +151,7 @@ enum KeysCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init(cli.log_json);
+    crate::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
