@@ -69,6 +69,7 @@ pub async fn build(config: LoadedConfig, wait: Duration) -> Result<App, StartErr
         })?;
         let schema = match config.deployment.sources.get(&def.source) {
             Some(SourceConfig::Odbc(o)) => o.schema.clone(),
+            Some(SourceConfig::Mssql(m)) => Some(m.schema.clone().unwrap_or_else(|| "dbo".into())),
             Some(SourceConfig::Files(_)) | None => None,
         };
         if !catalogs.contains_key(&def.source) {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::delivery::SubscriptionConfig;
 use super::files::FilesSourceConfig;
+use super::mssql::MssqlSourceConfig;
 
 /// Where the server listens unless configured otherwise: loopback only, so a fresh install
 /// exposes nothing to the network by accident.
@@ -151,6 +152,8 @@ pub struct ApiKeyConfig {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     Odbc(OdbcSourceConfig),
+    /// SQL Server over TDS; see [`MssqlSourceConfig`].
+    Mssql(MssqlSourceConfig),
     /// A folder of export files; see [`FilesSourceConfig`].
     Files(FilesSourceConfig),
 }
@@ -159,6 +162,7 @@ impl fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceConfig::Odbc(c) => c.fmt(f),
+            SourceConfig::Mssql(c) => c.fmt(f),
             SourceConfig::Files(c) => c.fmt(f),
         }
     }

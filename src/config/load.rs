@@ -89,6 +89,7 @@ pub fn expand_sources(path: &Path, deployment: &mut DeploymentConfig) -> Result<
     for (name, source) in deployment.sources.iter_mut() {
         match source {
             SourceConfig::Files(_) => {}
+            SourceConfig::Mssql(mssql) => super::mssql::expand_mssql(path, name, mssql)?,
             SourceConfig::Odbc(odbc) => {
                 odbc.connection_string =
                     expand_env(&odbc.connection_string, |v| std::env::var(v).ok()).map_err(
@@ -154,6 +155,7 @@ pub fn validate(config: &LoadedConfig) -> Result<(), ConfigError> {
             SourceConfig::Files(files) => {
                 super::files::validate_files_source(path, name, files)?;
             }
+            SourceConfig::Mssql(mssql) => super::mssql::validate_mssql(path, name, mssql)?,
             SourceConfig::Odbc(odbc) => {
                 if odbc.max_connections == 0 {
                     return Err(ConfigError::new(

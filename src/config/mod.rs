@@ -11,6 +11,7 @@ mod env;
 mod error;
 mod files;
 mod load;
+mod mssql;
 
 pub use adapter::{AdapterFile, FieldDef, KeyDef, ResourceDef, Trim};
 pub use capture::{
@@ -39,3 +40,7 @@ pub use files::{
     FilesSourceConfig, SignConvention, TextEncoding,
 };
 pub use load::{LoadedAdapter, LoadedConfig, expand_sources, load, parse_deployment, validate};
+pub use mssql::{
+    DEFAULT_MSSQL_CONNECT_TIMEOUT_SECS, DEFAULT_MSSQL_PORT, DEFAULT_MSSQL_RETRIES, MssqlEncryption,
+    MssqlSourceConfig,
+};

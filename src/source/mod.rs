@@ -5,6 +5,7 @@
 mod dialect;
 mod error;
 pub mod files;
+pub mod mssql;
 #[cfg(feature = "odbc")]
 pub mod odbc;
 mod query;
@@ -148,6 +149,7 @@ pub async fn open_all(loaded: &LoadedConfig) -> Result<Sources, SourceError> {
             #[cfg(feature = "odbc")]
             SourceConfig::Odbc(cfg) => Arc::new(odbc::OdbcSource::open(name, cfg).await?),
             SourceConfig::Files(cfg) => Arc::new(files::FilesSource::open(loaded, name, cfg)?),
+            SourceConfig::Mssql(cfg) => Arc::new(mssql::MssqlSource::open(name, cfg)),
             #[cfg(not(feature = "odbc"))]
             SourceConfig::Odbc(_) => {
                 return Err(SourceError::new(
