@@ -8,6 +8,8 @@ mod capture_strategies;
 mod changelog_ddl;
 mod changes;
 mod config_errors;
+mod delivery_harness;
+mod delivery_webhook;
 mod engines;
 mod files_api_errors;
 mod files_capture;
