@@ -8,6 +8,7 @@ mod capture_strategies;
 mod changelog_ddl;
 mod changes;
 mod config_errors;
+mod delivery_admin;
 mod delivery_harness;
 mod delivery_webhook;
 mod engines;
