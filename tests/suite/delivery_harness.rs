@@ -307,6 +307,21 @@ impl DeliveryRig {
         assert_eq!(response.status(), 200);
         response.text().await.expect("metrics text")
     }
+
+    /// Every record of `/v1/<resource>`, following `next` links, with the reader's key.
+    pub async fn records(&self, resource: &str) -> Vec<Json> {
+        let mut out = Vec::new();
+        let mut next = Some(format!("/v1/{resource}?limit=100"));
+        let mut pages = 0;
+        while let Some(path) = next {
+            let page = json_of(self.get(&path, Some(&self.keys.reader)).await, &path).await;
+            out.extend(page["data"].as_array().expect("data").iter().cloned());
+            next = page["next"].as_str().map(str::to_owned);
+            pages += 1;
+            assert!(pages < 1000, "pagination does not end");
+        }
+        out
+    }
 }
 
 /// A 200 JSON body, or a failure naming `what` and the answer.
