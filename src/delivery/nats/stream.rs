@@ -16,6 +16,10 @@ use super::subject::covers;
 use crate::config::{NatsSinkConfig, redact_url};
 use crate::delivery::SinkError;
 
+/// The longest pause between reconnect attempts (the client's own default grows to 4 s): a
+/// restarted server is found again within a second, inside a delivery's ack timeout.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
 /// A connected client and its JetStream context.
 #[derive(Clone)]
 pub(super) struct Connection {
@@ -77,6 +81,7 @@ async fn connect(
         .name(format!("legacy-bridge/{subscription}"))
         .connection_timeout(timeout)
         .request_timeout(Some(timeout))
+        .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             let subscription = name.clone();
             async move {
@@ -105,6 +110,15 @@ async fn connect(
             }
         })?;
     Ok(client)
+}
+
+/// 0 ms, then 10 ms doubling up to [`MAX_RECONNECT_DELAY`].
+fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exponent = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(16);
+    (Duration::from_millis(10) * 2u32.pow(exponent)).min(MAX_RECONNECT_DELAY)
 }
 
 /// The stream exists (created when missing and allowed) and captures `<prefix>.>`.
@@ -196,6 +210,49 @@ fn check_subjects(name: &str, subjects: &[String], wanted: &str) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnects_back_off_to_a_second() {
+        let delays: Vec<u128> = (0..12).map(|a| reconnect_delay(a).as_millis()).collect();
+        assert_eq!(
+            delays,
+            [0, 0, 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]
+        );
+        assert_eq!(reconnect_delay(usize::MAX), MAX_RECONNECT_DELAY);
+    }
+
+    fn config(url: &str) -> NatsSinkConfig {
+        NatsSinkConfig {
+            url: url.into(),
+            subject_prefix: "legacy".into(),
+            stream: "LEGACY_BRIDGE".into(),
+            create_stream: true,
+            duplicate_window_ms: 120_000,
+            ack_timeout_ms: 1_000,
+            credentials_file: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_url_or_credentials_file_is_misconfigured_before_connecting() {
+        let mut cfg = config("nats://u:hunter2@127.0.0.1:1");
+        cfg.credentials_file = Some("/nonexistent/bridge.creds".into());
+        match start("s", &cfg).await {
+            Err(SinkError::Misconfigured(reason)) => {
+                assert!(reason.contains("/nonexistent/bridge.creds"), "{reason}")
+            }
+            Err(other) => panic!("expected Misconfigured, got {other:?}"),
+            Ok(_) => panic!("expected Misconfigured, got a connection"),
+        }
+        match start("s", &config("nats://u:hunter2@[::1")).await {
+            Err(SinkError::Misconfigured(reason)) => {
+                assert!(!reason.contains("hunter2"), "{reason}");
+                assert!(reason.contains("<redacted>"), "{reason}");
+            }
+            Err(other) => panic!("expected Misconfigured, got {other:?}"),
+            Ok(_) => panic!("expected Misconfigured, got a connection"),
+        }
+    }
 
     #[test]
     fn existing_stream_must_capture_the_prefix() {

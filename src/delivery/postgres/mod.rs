@@ -2,13 +2,20 @@
 //! new system can read (and migrate from) a copy that is never older than the outbox allows.
 //!
 //! - `startup` creates the schema, a table per resource and the tombstone table, or checks
-//!   that existing ones have exactly the expected shape (see [`ddl`] for the layout; a table
+//!   that existing ones have exactly the expected shape (see `ddl.rs` for the layout; a table
 //!   of another shape is reported, never altered).
 //! - `deliver` applies a batch in one transaction with at most two set-based statements per
-//!   resource (see [`apply`]); every write is guarded by the outbox seq, so redeliveries and
+//!   resource (see `apply.rs`); every write is guarded by the outbox seq, so redeliveries and
 //!   replays of older events never regress a row or bring a deleted one back.
 //! - One connection, opened lazily and again after a failure; every call bounded by the
-//!   configured timeout (see [`connect`]).
+//!   configured timeout (see `connect.rs`).
+//!
+//! Outcomes: a committed batch is all `Delivered`. An unreachable, silent or failing server
+//! fails the whole batch as an endpoint failure (throttle). When the server refuses a value
+//! (SQLSTATE class 22/23), the events at fault are found by bisection and fail alone with the
+//! SQLSTATE (never the value), and the rest of the batch is committed: per-record order only
+//! holds back the refused records. Events of an unknown resource, or without the data the
+//! sink needs, fail alone before anything is sent. See `error.rs` for the full table.
 
 mod apply;
 mod connect;
@@ -226,11 +233,7 @@ impl PostgresSink {
                     "postgres replica batch failed"
                 );
                 match &error {
-                    e if e.drops_connection() => {
-                        if let Some(conn) = slot.take() {
-                            drop(conn);
-                        }
-                    }
+                    e if e.drops_connection() => *slot = None,
                     ReplicaError::Schema(_) => {
                         if let Some(conn) = slot.as_mut() {
                             conn.ready = false;
@@ -248,6 +251,7 @@ impl PostgresSink {
         }
     }
 
+    /// Writes every planned event in one transaction.
     async fn apply_in_transaction(
         &self,
         conn: &mut Conn,

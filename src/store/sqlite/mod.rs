@@ -47,6 +47,8 @@ mod outbox;
 mod schema;
 
 #[cfg(test)]
+mod delivery_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;

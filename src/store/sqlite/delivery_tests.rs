@@ -1,0 +1,240 @@
+//! The delivery tables' rules: the cursor fence, parking and releasing in record order, dead
+//! letters and their replay, rewind, and the audit log.
+
+use chrono::DateTime;
+use serde_json::json;
+
+use super::SqliteStore;
+use crate::model::{ChangeOp, NewEvent, event_type};
+use crate::store::{Commit, Control, DeliveryStore, Parked, Settlement, Store, SubscriptionState};
+
+fn parked(seq: u64, record: &str, next_at_ms: Option<i64>) -> Parked {
+    Parked {
+        seq,
+        record: record.into(),
+        attempts: 1,
+        next_at_ms,
+        last_error: Some("HTTP 500".into()),
+        dead: None,
+    }
+}
+
+async fn store_with_events(n: u64) -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    let events = (1..=n)
+        .map(|i| NewEvent {
+            id: format!("e{i}"),
+            resource: "items".into(),
+            source: "/s".into(),
+            event_type: event_type("items", ChangeOp::Updated),
+            subject: format!("K{i}"),
+            time: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            data: json!({}),
+        })
+        .collect();
+    store
+        .commit(Commit {
+            resource: "items".into(),
+            events,
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn a_subscription_keeps_its_cursor_across_opens() {
+    let (_dir, store) = store_with_events(3).await;
+    assert_eq!(store.open_subscription("s", 2).await.unwrap().cursor, 2);
+    assert!(store.advance("s", 2, 3, vec![]).await.unwrap());
+    let again = store.open_subscription("s", 0).await.unwrap();
+    assert_eq!((again.cursor, again.state), (3, SubscriptionState::Active));
+}
+
+#[tokio::test]
+async fn advance_is_fenced_by_the_expected_cursor() {
+    let (_dir, store) = store_with_events(3).await;
+    store.open_subscription("s", 0).await.unwrap();
+    assert!(
+        !store
+            .advance("s", 1, 3, vec![parked(2, "r", Some(0))])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.delivery_counts("s").await.unwrap().pending,
+        0,
+        "nothing parked"
+    );
+    assert_eq!(store.subscription("s").await.unwrap().unwrap().cursor, 0);
+}
+
+#[tokio::test]
+async fn settling_releases_the_next_waiting_event_of_the_record() {
+    let (_dir, store) = store_with_events(4).await;
+    store.open_subscription("s", 0).await.unwrap();
+    let park = vec![
+        parked(1, "r", Some(10)),
+        parked(2, "r", None),
+        parked(3, "other", Some(10)),
+        parked(4, "r", None),
+    ];
+    assert!(store.advance("s", 0, 4, park).await.unwrap());
+    let due: Vec<u64> = store
+        .due("s", 10, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.event.seq)
+        .collect();
+    assert_eq!(due, vec![1, 3], "waiting events are not due");
+    assert_eq!(store.next_due("s").await.unwrap(), Some(10));
+    let cleared = store
+        .settle("s", 20, vec![(1, Settlement::Delivered)])
+        .await
+        .unwrap();
+    assert!(cleared.is_empty(), "r still has waiting events");
+    let due: Vec<u64> = store
+        .due("s", 20, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.event.seq)
+        .collect();
+    assert_eq!(due, vec![3, 2], "2 released (due at 20), not 4");
+    let cleared = store
+        .settle(
+            "s",
+            30,
+            vec![
+                (
+                    2,
+                    Settlement::Dead {
+                        attempts: 3,
+                        reason: "HTTP 400".into(),
+                    },
+                ),
+                (
+                    3,
+                    Settlement::Retry {
+                        attempts: 2,
+                        next_at_ms: 99,
+                        error: "HTTP 500".into(),
+                    },
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(cleared.is_empty());
+    let cleared = store
+        .settle("s", 40, vec![(4, Settlement::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(cleared, vec!["r".to_owned()]);
+    let mut records = store.parked_records("s").await.unwrap();
+    records.sort();
+    assert_eq!(records, vec!["other".to_owned()]);
+    let dead = store.dead_letters("s", 0, 10).await.unwrap();
+    assert_eq!(
+        (dead[0].seq, dead[0].attempts, dead[0].event_id.as_str()),
+        (2, 3, "e2")
+    );
+}
+
+#[tokio::test]
+async fn replay_and_rewind_are_audited() {
+    let (_dir, store) = store_with_events(5).await;
+    store.open_subscription("s", 0).await.unwrap();
+    let mut dead = parked(2, "r", None);
+    dead.dead = Some("HTTP 400".into());
+    let park = vec![dead, parked(4, "q", Some(0)), parked(5, "q", None)];
+    assert!(store.advance("s", 0, 5, park).await.unwrap());
+
+    assert_eq!(
+        store
+            .control(
+                "s",
+                "ops",
+                Control::Replay {
+                    seqs: Some(vec![9])
+                },
+                7
+            )
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .control("s", "ops", Control::Replay { seqs: None }, 7)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.delivery_counts("s").await.unwrap().dead, 0);
+    let due: Vec<(u64, u32)> = store
+        .due("s", 7, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| (d.event.seq, d.attempts))
+        .collect();
+    assert_eq!(due, vec![(4, 1), (2, 0)], "replayed with a fresh schedule");
+
+    assert_eq!(
+        store
+            .control("s", "ops", Control::Rewind { seq: 3 }, 8)
+            .await
+            .unwrap(),
+        2,
+        "4 and 5 dropped"
+    );
+    assert_eq!(store.subscription("s").await.unwrap().unwrap().cursor, 3);
+    assert_eq!(
+        store.delivery_counts("s").await.unwrap().pending,
+        1,
+        "2 stays parked"
+    );
+
+    let paused = Control::SetState {
+        state: SubscriptionState::Paused,
+        reason: Some("window".into()),
+    };
+    store.control("s", "alice", paused, 9).await.unwrap();
+    let row = store.subscription("s").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.reason.as_deref()),
+        (SubscriptionState::Paused, Some("window"))
+    );
+
+    let log = store.audit_log(None, 10).await.unwrap();
+    let actions: Vec<(&str, &str)> = log
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("alice", "pause"),
+            ("ops", "rewind"),
+            ("ops", "replay"),
+            ("ops", "replay")
+        ]
+    );
+    assert_eq!(
+        log[1].detail,
+        json!({"from": 5, "to": 3, "parked_dropped": 2})
+    );
+    assert_eq!(log[2].detail, json!({"seqs": [2]}));
+    let older = store.audit_log(Some(log[1].id), 10).await.unwrap();
+    assert_eq!(older.len(), 2);
+    assert!(
+        store
+            .control("nope", "ops", Control::Rewind { seq: 0 }, 1)
+            .await
+            .is_err()
+    );
+}
