@@ -639,3 +639,136 @@ pub fn show_received(received: &[Received], n: usize) -> String {
         })
         .collect()
 }
+
+// --- what a JetStream stream holds --------------------------------------------------------
+
+/// A `[subscriptions.NAME]` section with a NATS sink to `url`, storing in `stream` under
+/// the default subject prefix `legacy`.
+pub fn nats_subscription(name: &str, url: &str, stream: &str, extra: &str) -> String {
+    format!(
+        "\n[subscriptions.{name}]\nsink = {{ kind = \"nats\", url = \"{url}\", \
+         stream = \"{stream}\", ack_timeout_ms = 2000 }}\n{extra}\n"
+    )
+}
+
+/// One message of a stream.
+#[derive(Debug, Clone)]
+pub struct StreamMessage {
+    /// Its position in the stream.
+    pub position: u64,
+    /// The NATS subject it was published to.
+    pub subject: String,
+    /// The `Nats-Msg-Id` header.
+    pub msg_id: Option<String>,
+    /// The CloudEvent it carries.
+    pub event: Json,
+}
+
+async fn jetstream(url: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to nats at {url}: {e}"));
+    async_nats::jetstream::new(client)
+}
+
+/// How many messages `stream` holds (0 when it does not exist yet).
+pub async fn stream_len(url: &str, stream: &str) -> u64 {
+    match jetstream(url).await.get_stream(stream).await {
+        Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.messages),
+        Err(_) => 0,
+    }
+}
+
+/// Every message of `stream`, in stream order.
+pub async fn stream_messages(url: &str, name: &str) -> Vec<StreamMessage> {
+    let mut stream = jetstream(url)
+        .await
+        .get_stream(name)
+        .await
+        .unwrap_or_else(|e| panic!("stream {name}: {e}"));
+    let state = stream.info().await.expect("stream info").state.clone();
+    let mut out = Vec::new();
+    for position in state.first_sequence..=state.last_sequence {
+        if state.messages == 0 {
+            break;
+        }
+        let message = stream
+            .get_raw_message(position)
+            .await
+            .unwrap_or_else(|e| panic!("stream {name} message {position}: {e}"));
+        out.push(StreamMessage {
+            position,
+            subject: message.subject.to_string(),
+            msg_id: message
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|v| v.as_str().to_owned()),
+            event: serde_json::from_slice(&message.payload)
+                .unwrap_or_else(|e| panic!("message {position} is not JSON: {e}")),
+        });
+    }
+    out
+}
+
+/// Checks a stream against the outbox: every outbox event stored exactly once, under its id
+/// as `Nats-Msg-Id`, on `legacy.<resource>.<op>`, and each record's events in seq order.
+pub fn check_stream(outbox: &[StoredEvent], messages: &[StreamMessage]) -> Result<(), String> {
+    let by_id: HashMap<&str, &StoredEvent> =
+        outbox.iter().map(|e| (e.event.id.as_str(), e)).collect();
+    let mut seen: HashMap<&str, u64> = HashMap::new();
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for m in messages {
+        let id = m.event["id"].as_str().unwrap_or_default();
+        let Some(event) = by_id.get(id) else {
+            return Err(format!(
+                "message {}: event {id} is not in the outbox",
+                m.position
+            ));
+        };
+        if let Some(first) = seen.insert(id, m.position) {
+            return Err(format!(
+                "event {id} (seq {}) stored twice: messages {first} and {}",
+                event.seq, m.position
+            ));
+        }
+        if m.msg_id.as_deref() != Some(id) {
+            return Err(format!(
+                "message {}: Nats-Msg-Id {:?}, event id {id}",
+                m.position, m.msg_id
+            ));
+        }
+        // The type is `<resource>.<op>`.
+        let wanted = format!("legacy.{}", event.event.event_type);
+        // The CloudEvents sequence extension is a string.
+        let sequence = event.seq.to_string();
+        if m.subject != wanted || m.event["sequence"].as_str() != Some(sequence.as_str()) {
+            return Err(format!(
+                "message {} ({} seq {}) is not the outbox's event {} on {wanted}",
+                m.position, m.subject, m.event["sequence"], event.seq
+            ));
+        }
+        let record = format!("{}/{}", event.event.resource, event.event.subject);
+        if let Some(prev) = last.insert(record.clone(), event.seq)
+            && prev > event.seq
+        {
+            return Err(format!(
+                "{record}: seq {} stored (message {}) after seq {prev}",
+                event.seq, m.position
+            ));
+        }
+    }
+    let missing: Vec<u64> = outbox
+        .iter()
+        .filter(|e| !seen.contains_key(e.event.id.as_str()))
+        .map(|e| e.seq)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} outbox events not in the stream: seqs {missing:?}",
+            missing.len(),
+            outbox.len()
+        ))
+    }
+}

@@ -10,6 +10,7 @@ mod changes;
 mod config_errors;
 mod delivery_admin;
 mod delivery_harness;
+mod delivery_nats;
 mod delivery_replica;
 mod delivery_webhook;
 mod engines;
