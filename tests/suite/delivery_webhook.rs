@@ -211,11 +211,23 @@ async fn gone_disables_until_resumed_and_loses_nothing() {
     )
     .await;
     let seed = seed("LB_DELIVERY_SEED", "webhook gone");
-    let till = TillThread::start(&rig.db.connection_string, seed, 8, (10, 60));
+    let till = TillThread::start(&rig.db.connection_string, seed, 4, (10, 60));
     wait_accepted(&receiver, 20).await;
+    // AND a backlog of several events per record (the subscription paused a moment), so
+    // events wait behind the one that meets the 410
+    rig.act(
+        "/admin/subscriptions/hook/pause",
+        Some(r#"{"reason": "build a backlog"}"#),
+    )
+    .await;
+    rig.wait_subscription("hook", "40 behind", PATIENCE, |s| {
+        s["behind"].as_u64().unwrap_or(0) >= 40
+    })
+    .await;
 
     // WHEN the endpoint answers 410 Gone once
     receiver.set_status(410, Some(1), None);
+    rig.act("/admin/subscriptions/hook/resume", None).await;
 
     // THEN the subscription is disabled, says why, and the system's action is audited
     let status = rig
