@@ -527,6 +527,9 @@ pub enum Order {
     /// No crash: a record's requests never go back in seq, and it moves on to its next event
     /// only after the previous one was accepted.
     Strict,
+    /// At least once across crashes: the first accepted arrival of each event, per record,
+    /// is in seq order (redeliveries may repeat older ones).
+    FirstArrivals,
 }
 
 /// Checks what the receiver got against the outbox: every request verified by

@@ -9,6 +9,7 @@ mod changelog_ddl;
 mod changes;
 mod config_errors;
 mod delivery_admin;
+mod delivery_crash;
 mod delivery_harness;
 mod delivery_nats;
 mod delivery_replica;
