@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::capture_harness::{berlin_now, sql};
 use super::delivery_harness::{
-    DeliveryRig, Order, PATIENCE, SECRET, TillThread, caught_up, check_arrivals,
+    DeliveryRig, Order, PATIENCE, SECRET, Till, TillThread, caught_up, check_arrivals,
     inventory_changelog, retry, seed, seq_of, show_received, wait_until, webhook_subscription,
 };
 use super::engines::{Engine, TestDb};
@@ -420,4 +420,59 @@ async fn dead_letters_are_kept_aside_and_replayed_by_an_operator() {
         outbox.len(),
         received.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewind_delivers_everything_again_dead_letters_included() {
+    let Some(receiver) = Receiver::start(SECRET) else {
+        return;
+    };
+    // GIVEN two dead letters of a record the receiver refused (one retry each)
+    const BAD: &str = "BAD02/S01";
+    receiver.control(json!({"status": 200, "subjects": {BAD: 400}}));
+    let rig = rig(
+        &receiver,
+        &format!("batch_size = 20\n{}", retry(&["100ms"])),
+    )
+    .await;
+    let seed = seed("LB_DELIVERY_SEED", "webhook rewind");
+    let mut till = Till::new(&rig.db.connection_string, seed, 6);
+    for _ in 0..40 {
+        till.step();
+    }
+    rig.db
+        .exec(&sql::stock_insert("BAD02", "S01", 1, berlin_now()));
+    rig.wait_captured("inventory").await;
+    rig.db
+        .exec(&sql::stock_update("BAD02", "S01", 2, berlin_now()));
+    for _ in 0..20 {
+        till.step();
+    }
+    rig.wait_captured("inventory").await;
+    rig.wait_subscription("hook", "caught up with 2 dead letters", PATIENCE, |s| {
+        caught_up(s) && s["dead_letters"] == 2
+    })
+    .await;
+
+    // WHEN the receiver is fixed and an operator rewinds to 0
+    receiver.set_status(200, None, None);
+    let before = receiver.received().len();
+    rig.act(
+        "/admin/subscriptions/hook/rewind",
+        Some(&json!({"seq": 0}).to_string()),
+    )
+    .await;
+
+    // THEN every event arrives again, in order per record, the dead ones included, and
+    // they are no longer dead letters (a later replay would send them after newer events)
+    let status = rig.wait_caught_up("hook").await;
+    let outbox = rig.outbox().await;
+    let again: Vec<Received> = receiver.received()[before..].to_vec();
+    check_arrivals(&outbox, &again, Order::Strict)
+        .unwrap_or_else(|why| panic!("{why}\n{}", show_received(&again, 60)));
+    assert_eq!(status["dead_letters"], 0, "{status:#}");
+    let page = rig
+        .admin_json("/admin/subscriptions/hook/dead-letters")
+        .await;
+    assert_eq!(page["dead_letters"], json!([]), "{page:#}");
 }
