@@ -109,6 +109,8 @@ async fn unknown_subscriptions_and_dead_letters_are_404() {
     )
     .await;
     assert!(p.to_string().contains("12345"), "{p}");
+    // Refused, so not audited either.
+    assert_eq!(rig.audit().await, Vec::<serde_json::Value>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
