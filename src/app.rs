@@ -16,7 +16,7 @@ use crate::config::{AuthMode, ConfigError, LoadedConfig, SourceConfig};
 use crate::delivery::{self, DeliveryRuntime};
 use crate::resource::{BindError, Resource, bind_resource};
 use crate::source::{self, SourceError, Sources, TableInfo};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{DeliveryStore, SqliteStore, Store, StoreError};
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -131,7 +131,12 @@ pub async fn start_capture(app: &mut App) -> Result<(), StartError> {
             }
         })?;
     let store = Arc::new(store);
-    let runtime = CaptureRuntime::start(targets, Arc::clone(&store) as Arc<dyn Store>).await?;
+    warn_unconfigured_subscriptions(&app.config, store.as_ref()).await?;
+    let mut runtime = CaptureRuntime::start(targets, Arc::clone(&store) as Arc<dyn Store>).await?;
+    let retention_hours = app.config.deployment.state.outbox_retention_hours;
+    if retention_hours > 0 {
+        runtime.start_retention(Duration::from_secs(retention_hours * 3600));
+    }
     let delivery = if planned.is_empty() {
         None
     } else {
@@ -156,6 +161,25 @@ pub async fn start_capture(app: &mut App) -> Result<(), StartError> {
     tracing::info!(resources = captured.len(), subscriptions = app.config.deployment.subscriptions.len(), state = %app.config.state_path().display(), "capture started");
     app.capture = Some(runtime);
     app.delivery = delivery;
+    Ok(())
+}
+
+/// A subscription removed from the config keeps its cursor in the store, which holds back
+/// outbox retention; say so at every start until an operator forgets it.
+async fn warn_unconfigured_subscriptions(
+    config: &LoadedConfig,
+    store: &dyn DeliveryStore,
+) -> Result<(), StoreError> {
+    for row in store.subscription_rows().await? {
+        if !config.deployment.subscriptions.contains_key(&row.name) {
+            tracing::warn!(
+                subscription = %row.name,
+                cursor = row.cursor,
+                hint = "run `legacy-bridge subscriptions forget` while the service is stopped",
+                "subscription is no longer configured but its undelivered events hold back outbox retention"
+            );
+        }
+    }
     Ok(())
 }
 

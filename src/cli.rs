@@ -94,6 +94,11 @@ enum Command {
         #[command(subcommand)]
         command: ChangelogCommand,
     },
+    /// Delivery helpers.
+    Subscriptions {
+        #[command(subcommand)]
+        command: SubscriptionsCommand,
+    },
     /// API key helpers.
     Keys {
         #[command(subcommand)]
@@ -118,6 +123,19 @@ enum ChangelogCommand {
 }
 
 #[derive(Subcommand)]
+enum SubscriptionsCommand {
+    /// Remove a subscription that is no longer in the config from the state store (its
+    /// cursor, parked events and dead letters), so it stops holding back outbox retention.
+    /// Runs while the service is stopped; audited as `cli`.
+    Forget {
+        #[arg(short, long, env = "LEGACY_BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// The subscription's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; prints the key once and the config entry holding only its hash.
     Generate {
@@ -133,6 +151,7 @@ enum KeysCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init(cli.log_json);
+    crate::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -203,6 +222,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     apply,
                 },
         } => changelog_ddl(&config, &resource, apply).await?,
+        Command::Subscriptions {
+            command: SubscriptionsCommand::Forget { config, name },
+        } => forget_subscription(&config, &name).await?,
         Command::Keys {
             command: KeysCommand::Generate { name, scopes },
         } => {
@@ -248,6 +270,33 @@ async fn offline_target(
         other => other?,
     };
     Ok((target, store))
+}
+
+async fn forget_subscription(config_path: &std::path::Path, name: &str) -> anyhow::Result<()> {
+    use crate::store::{Control, DeliveryStore as _};
+    let loaded = config::load(config_path)?;
+    if loaded.deployment.subscriptions.contains_key(name) {
+        anyhow::bail!(
+            "subscription `{name}` is still configured in {}; remove it from the config first",
+            config_path.display()
+        );
+    }
+    let store = match SqliteStore::open(&loaded.state_path()) {
+        Err(StoreError::Locked { path }) => {
+            anyhow::bail!("the running service holds {path}; stop it first")
+        }
+        other => other?,
+    };
+    let Some(row) = store.subscription(name).await? else {
+        anyhow::bail!("the state store has no subscription `{name}`");
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let dropped = store.control(name, "cli", Control::Forget, now).await?;
+    println!(
+        "forgot subscription `{name}` (cursor {}, {dropped} parked or dead-lettered events dropped)",
+        row.cursor
+    );
+    Ok(())
 }
 
 async fn resync(config_path: &std::path::Path, resource: &str) -> anyhow::Result<()> {

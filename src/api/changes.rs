@@ -393,6 +393,7 @@ async fn read_waiting(
         (status = 401, description = "Missing or unknown API key", content_type = "application/problem+json", body = super::Problem),
         (status = 403, description = "The API key reads no captured resource, or `types` names one it may not read", content_type = "application/problem+json", body = super::Problem),
         (status = 404, description = "Change capture is not configured", content_type = "application/problem+json", body = super::Problem),
+        (status = 410, description = "Retention removed events after this position (`[state] outbox_retention_hours`): re-read the resources, then continue from the position the problem names", content_type = "application/problem+json", body = super::Problem),
         (status = 500, description = "The change store failed", content_type = "application/problem+json", body = super::Problem),
         (status = 503, description = "The change store is busy, or too many clients wait for changes (`server.max_change_waiters`); honour Retry-After", content_type = "application/problem+json", body = super::Problem)
     ))]
@@ -461,6 +462,7 @@ pub async fn feed(
         (status = 401, description = "Missing or unknown API key", content_type = "application/problem+json", body = super::Problem),
         (status = 403, description = "The API key reads no captured resource, or `types` names one it may not read", content_type = "application/problem+json", body = super::Problem),
         (status = 404, description = "Change capture is not configured", content_type = "application/problem+json", body = super::Problem),
+        (status = 410, description = "Retention removed events after this position (`[state] outbox_retention_hours`): re-read the resources, then continue from the position the problem names", content_type = "application/problem+json", body = super::Problem),
         (status = 500, description = "The change store failed", content_type = "application/problem+json", body = super::Problem),
         (status = 503, description = "The change store is busy, or too many clients wait for changes (`server.max_change_waiters`); honour Retry-After", content_type = "application/problem+json", body = super::Problem)
     ))]

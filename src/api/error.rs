@@ -140,6 +140,19 @@ impl IntoResponse for ApiError {
 
 /// The problem shown for a state store failure: the internal message goes to the log only.
 fn store_problem(error: &StoreError) -> Problem {
+    if let StoreError::Expired { oldest, .. } = error {
+        return Problem::new(
+            StatusCode::GONE,
+            "position-expired",
+            "Position no longer kept",
+            format!(
+                "the events after this position were removed by retention (the oldest kept is \
+                 {oldest}); re-read the resources you follow, then continue from a position at \
+                 or after {}",
+                oldest - 1
+            ),
+        );
+    }
     if error.is_transient() {
         tracing::warn!(error = %error, "state store busy");
         let mut p = Problem::new(

@@ -351,7 +351,7 @@ pub async fn resume(
     request_body = RewindRequest,
     responses(
         (status = 200, description = "Rewound", body = ActionDone),
-        (status = 400, description = "The body is not `{\"seq\": N}`, or `seq` is beyond the outbox", content_type = "application/problem+json", body = super::Problem),
+        (status = 400, description = "The body is not `{\"seq\": N}`, or `seq` is beyond the outbox or before what retention kept", content_type = "application/problem+json", body = super::Problem),
         (status = 401, description = "Missing or unknown API key", content_type = "application/problem+json", body = super::Problem),
         (status = 403, description = "The API key lacks `admin:write`", content_type = "application/problem+json", body = super::Problem),
         (status = 404, description = "No such subscription", content_type = "application/problem+json", body = super::Problem)
@@ -370,6 +370,13 @@ pub async fn rewind(
         return Err(ApiError::param(
             "seq",
             format!("must be at most the outbox's last seq ({last_seq})"),
+        ));
+    }
+    let pruned = delivery.store.pruned_through().await?;
+    if request.seq < pruned {
+        return Err(ApiError::param(
+            "seq",
+            format!("must be at least {pruned}: retention removed the events before it"),
         ));
     }
     act(

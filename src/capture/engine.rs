@@ -117,6 +117,15 @@ impl CaptureRuntime {
         })
     }
 
+    /// Starts outbox retention beside the capture tasks (stopped with them): events older than
+    /// `keep` are removed unless a subscription still needs them.
+    pub fn start_retention(&mut self, keep: Duration) {
+        let store = Arc::clone(&self.handle.store);
+        let shutdown = self.shutdown.subscribe();
+        self.tasks
+            .spawn(super::retention::run(store, keep, shutdown));
+    }
+
     /// Asks every task to stop after its current step and waits (bounded) for them.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);

@@ -14,6 +14,7 @@ mod export;
 mod key;
 #[cfg(test)]
 mod model_tests;
+mod retention;
 mod snapshot;
 mod status;
 mod target;
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 
 pub use engine::{CaptureRuntime, StepOutcome, bind_targets, resync_once, step_once};
 pub use export::apply_once as apply_export_once;
+pub use retention::prune_once as prune_outbox_once;
 pub use snapshot::scan_query;
 pub use status::{
     AppliedExport, Approval, CaptureState, ExportFile, ExportState, ExportStatus, HeldExport,

@@ -50,14 +50,27 @@ pub struct StateConfig {
     /// SQLite file, relative to the config file; created (with its directory) when missing.
     #[serde(default = "default_state_path")]
     pub path: PathBuf,
+    /// Hours an event stays in the outbox after its commit; see
+    /// [`DEFAULT_OUTBOX_RETENTION_HOURS`]. 0 keeps every event forever.
+    #[serde(default = "default_outbox_retention_hours")]
+    pub outbox_retention_hours: u64,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
             path: default_state_path(),
+            outbox_retention_hours: DEFAULT_OUTBOX_RETENTION_HOURS,
         }
     }
+}
+
+/// A week: change-feed clients and subscriptions that are down longer than this must resync;
+/// events a subscription has not settled are kept however old they are.
+pub const DEFAULT_OUTBOX_RETENTION_HOURS: u64 = 168;
+
+fn default_outbox_retention_hours() -> u64 {
+    DEFAULT_OUTBOX_RETENTION_HOURS
 }
 
 /// The state store next to the config file unless configured otherwise.

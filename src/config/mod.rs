@@ -27,9 +27,9 @@ pub use delivery::{
 };
 pub use deployment::{
     ApiKeyConfig, AuthConfig, AuthMode, DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_LISTEN,
-    DEFAULT_MAX_CHANGE_WAITERS, DEFAULT_MAX_CONNECTIONS, DEFAULT_QUERY_TIMEOUT_SECS,
-    DEFAULT_STATE_PATH, DeploymentConfig, OdbcSourceConfig, ServerConfig, SourceConfig,
-    StateConfig,
+    DEFAULT_MAX_CHANGE_WAITERS, DEFAULT_MAX_CONNECTIONS, DEFAULT_OUTBOX_RETENTION_HOURS,
+    DEFAULT_QUERY_TIMEOUT_SECS, DEFAULT_STATE_PATH, DeploymentConfig, OdbcSourceConfig,
+    ServerConfig, SourceConfig, StateConfig,
 };
 pub use env::expand_env;
 pub use error::ConfigError;

@@ -154,12 +154,30 @@ impl Dispatcher {
         if *shutdown.borrow() {
             return false;
         }
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = self.committed.changed() => {}
-            _ = self.control.changed() => {
-                // Seen again at the top of the loop.
-                self.control.mark_changed();
+            () = &mut sleep => {}
+            changed = self.committed.changed() => {
+                // Capture stopped before us: nothing new will be committed, so only time
+                // (due retries) can bring work; never spin on the closed channel.
+                if changed.is_err() {
+                    tokio::select! {
+                        () = &mut sleep => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+            changed = self.control.changed() => {
+                if changed.is_ok() {
+                    // Seen again at the top of the loop.
+                    self.control.mark_changed();
+                } else {
+                    tokio::select! {
+                        () = &mut sleep => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
             }
             _ = shutdown.changed() => {}
         }

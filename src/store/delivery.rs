@@ -164,6 +164,9 @@ pub enum Control {
     Rewind { seq: u64 },
     /// Make dead letters due again (all of them when `seqs` is `None`); returns how many.
     Replay { seqs: Option<Vec<u64>> },
+    /// Remove a subscription that is no longer configured, with its parked events and dead
+    /// letters, so it stops holding back outbox retention; returns how many events it held.
+    Forget,
 }
 
 /// Durable delivery state, next to the outbox it reads. Same contract as [`Store`]: methods
@@ -179,6 +182,9 @@ pub trait DeliveryStore: Store {
 
     /// One subscription's row.
     async fn subscription(&self, name: &str) -> Result<Option<SubscriptionRow>, StoreError>;
+
+    /// Every subscription the store knows, configured or not, by name.
+    async fn subscription_rows(&self) -> Result<Vec<SubscriptionRow>, StoreError>;
 
     /// Moves the cursor from `from` to `to` and parks `parked`, atomically. Returns `false`
     /// (and changes nothing) when the cursor is no longer `from`: an operator rewound it.

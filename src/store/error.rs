@@ -27,6 +27,10 @@ pub enum StoreError {
     /// in the caller, so retrying cannot help. Nothing of the commit was written.
     #[error("state store refused the commit: {0}")]
     Rejected(String),
+    /// A read after a position whose following events retention already removed: the reader
+    /// missed them and must start over (resync) from `oldest` or later.
+    #[error("events after {after} are no longer kept; the oldest kept is {oldest}")]
+    Expired { after: u64, oldest: u64 },
     /// A commit on a store opened for inspection only.
     #[error("state store {path} is open read-only")]
     ReadOnly { path: String },

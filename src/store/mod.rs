@@ -5,8 +5,9 @@
 //! - **One transaction per commit.** A [`Commit`]'s events, state changes and checkpoint are
 //!   all visible or none is; a crash at any point leaves the previous commit intact.
 //! - **Gap-free outbox.** Events get consecutive sequence numbers starting at 1, in the order
-//!   they are committed; a sequence number is never reused and never skipped. Retention may
-//!   only remove a prefix.
+//!   they are committed; a sequence number is never reused and never skipped. Retention
+//!   ([`Store::prune`]) only removes a prefix, never past what a subscription still needs, and
+//!   a read after a removed position fails ([`StoreError::Expired`]) instead of skipping.
 //! - **Ordered key state.** [`Store::key_state_page`] walks a resource's keys in ascending
 //!   byte order of their encoding, which is how snapshot scans merge against it.
 //!
@@ -135,4 +136,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The highest sequence number committed (0 when the outbox is empty).
     async fn last_seq(&self) -> Result<u64, StoreError>;
+
+    /// Every seq up to this was removed by retention (0 when none was); reading after a
+    /// lower position fails with [`StoreError::Expired`].
+    async fn pruned_through(&self) -> Result<u64, StoreError>;
+
+    /// Retention: removes up to `max_rows` of the oldest events committed before
+    /// `older_than_ms` (unix ms), only a prefix of the outbox and never an event a
+    /// subscription still needs. Returns how many were removed.
+    async fn prune(&self, older_than_ms: i64, max_rows: usize) -> Result<u64, StoreError>;
 }

@@ -722,3 +722,38 @@ async fn without_capture_the_change_routes_are_404() {
     assert_eq!(body["status"], "ready");
     assert!(body.get("capture").is_none(), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_before_the_retained_outbox_are_410_not_skipped() {
+    let db = TestDb::create(Engine::Sqlite).unwrap();
+    let outbox = Outbox::new();
+    seed(&outbox).await;
+    // GIVEN retention removed seqs 1-4 (everything committed before "a minute from now", in
+    // chunks of 4).
+    let later = Utc::now().timestamp_millis() + 60_000;
+    assert_eq!(outbox.store.prune(later, 4).await.unwrap(), 4);
+    let bridge = bridge(&outbox, &db).await;
+
+    // THEN a reader at 0 or 3 is told it missed events, on the feed and the stream,
+    for path in [
+        "/v1/changes",
+        "/v1/changes?after=3",
+        "/v1/changes/stream?after=3",
+    ] {
+        let body = problem(bridge.get_with(path, Some(&bridge.key)).await, 410).await;
+        assert_eq!(
+            body["type"], "urn:legacy-bridge:problem:position-expired",
+            "{path}"
+        );
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("the oldest kept is 5"),
+            "{body}"
+        );
+    }
+    // AND a reader at 4 continues with 5.
+    let (events, _, _) = page(&bridge, "/v1/changes?after=4", &bridge.key).await;
+    assert_eq!(seqs(&events), [5, 6, 7]);
+}

@@ -33,6 +33,8 @@ pub(super) async fn start(
     config: &NatsSinkConfig,
 ) -> Result<Connection, SinkError> {
     let timeout = Duration::from_millis(config.ack_timeout_ms);
+    // async-nats builds its TLS config with the process default provider.
+    crate::tls::install_crypto_provider();
     let client = connect(subscription, config, timeout).await?;
     let jetstream = ContextBuilder::new()
         .timeout(timeout)

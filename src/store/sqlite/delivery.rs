@@ -42,6 +42,18 @@ pub(super) fn get(conn: &Connection, name: &str) -> Result<Option<SubscriptionRo
     .transpose()
 }
 
+pub(super) fn all(conn: &Connection) -> Result<Vec<SubscriptionRow>, StoreError> {
+    let names: Vec<String> = conn
+        .prepare_cached("SELECT name FROM subscription ORDER BY name")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .map_err(sql_err)?;
+    let mut rows = Vec::with_capacity(names.len());
+    for name in names {
+        rows.extend(get(conn, &name)?);
+    }
+    Ok(rows)
+}
+
 pub(super) fn open(
     tx: &Transaction<'_>,
     name: &str,
@@ -50,6 +62,8 @@ pub(super) fn open(
     if let Some(row) = get(tx, name)? {
         return Ok(row);
     }
+    // "The beginning" is the oldest event retention kept.
+    let start = start.max(super::outbox::pruned_through(tx)?);
     let start_i = to_i64(start, "cursor")?;
     tx.prepare_cached(
         "INSERT INTO subscription (name, cursor, state, reason, updated_at)
@@ -285,6 +299,13 @@ pub(super) fn control(
             )
         }
         Control::Rewind { seq } => {
+            let pruned = super::outbox::pruned_through(tx)?;
+            if *seq < pruned {
+                return Err(StoreError::Expired {
+                    after: *seq,
+                    oldest: pruned + 1,
+                });
+            }
             let seq_i = to_i64(*seq, "seq")?;
             let dropped = tx
                 .prepare_cached("DELETE FROM delivery_parked WHERE subscription = ?1 AND seq > ?2")
@@ -311,6 +332,25 @@ pub(super) fn control(
                     "parked_dropped": dropped,
                     "dead_letters_dropped": dead_dropped,
                 }),
+            )
+        }
+        Control::Forget => {
+            let mut held = 0;
+            for table in ["delivery_parked", "dead_letter"] {
+                held += tx
+                    .execute(
+                        &format!("DELETE FROM {table} WHERE subscription = ?1"),
+                        [name],
+                    )
+                    .map_err(sql_err)?;
+            }
+            tx.prepare_cached("DELETE FROM subscription WHERE name = ?1")
+                .and_then(|mut stmt| stmt.execute([name]))
+                .map_err(sql_err)?;
+            (
+                "forget",
+                held as u64,
+                serde_json::json!({"cursor": row.cursor, "parked_and_dead_dropped": held}),
             )
         }
         Control::Replay { seqs } => {

@@ -238,3 +238,82 @@ async fn replay_and_rewind_are_audited() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn retention_removes_an_aged_prefix_but_nothing_a_subscription_needs() {
+    let (_dir, store) = store_with_events(10).await;
+    let later = chrono::Utc::now().timestamp_millis() + 60_000;
+    assert_eq!(
+        store.prune(0, 100).await.unwrap(),
+        0,
+        "nothing is old enough"
+    );
+
+    store.open_subscription("s", 0).await.unwrap();
+    assert!(
+        store
+            .advance("s", 0, 6, vec![parked(3, "r", Some(0))])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.prune(later, 100).await.unwrap(),
+        2,
+        "only before the parked seq 3"
+    );
+    assert_eq!(store.pruned_through().await.unwrap(), 2);
+    store
+        .settle("s", 0, vec![(3, Settlement::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(store.prune(later, 2).await.unwrap(), 2, "in chunks");
+    assert_eq!(
+        store.prune(later, 100).await.unwrap(),
+        2,
+        "up to the cursor"
+    );
+    assert_eq!(store.pruned_through().await.unwrap(), 6);
+
+    // A reader behind the pruned prefix is told, not silently skipped ahead.
+    let all = crate::store::EventFilter::default();
+    assert!(matches!(
+        store.events(5, 10, &all).await,
+        Err(crate::store::StoreError::Expired {
+            after: 5,
+            oldest: 7
+        })
+    ));
+    let page = store.events(6, 10, &all).await.unwrap();
+    assert_eq!(page.events.first().map(|e| e.seq), Some(7));
+    assert!(
+        store
+            .control("s", "ops", Control::Rewind { seq: 2 }, 0)
+            .await
+            .is_err()
+    );
+    // A new subscription's "beginning" is the oldest kept event.
+    assert_eq!(store.open_subscription("t", 0).await.unwrap().cursor, 6);
+    assert_eq!(store.prune(later, 100).await.unwrap(), 0, "t needs 7 on");
+    // Forgetting the subscriptions (no longer configured) releases the rest.
+    let names: Vec<String> = store
+        .subscription_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, vec!["s", "t"]);
+    assert_eq!(
+        store.control("s", "cli", Control::Forget, 0).await.unwrap(),
+        0
+    );
+    store.control("t", "cli", Control::Forget, 0).await.unwrap();
+    assert!(store.subscription_rows().await.unwrap().is_empty());
+    assert_eq!(store.prune(later, 100).await.unwrap(), 4);
+    assert_eq!(store.audit_log(None, 1).await.unwrap()[0].action, "forget");
+
+    // Numbers are never reused after pruning.
+    let (_dir2, store2) = store_with_events(3).await;
+    assert_eq!(store2.prune(later, 100).await.unwrap(), 3);
+    assert_eq!(store2.last_seq().await.unwrap(), 3);
+}

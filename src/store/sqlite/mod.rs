@@ -28,7 +28,9 @@
 //! | `key_state` | (`resource`, `key` BLOB) PK, `hash` 16-byte BLOB, `version` | `WITHOUT ROWID`: ~40-byte rows clustered by key, what snapshot merges walk |
 //! | `key_record` | (`resource`, `key`) PK, `record` JSON text | last record emitted per key, read only for changed keys |
 //! | `outbox` | `seq` INTEGER PK (the rowid), `id`, `resource`, `type`, `source`, `subject`, `time` (RFC 3339, ns, `Z`), `data` JSON text | index `outbox_by_resource (resource, seq)` for filtered reads |
-//! | `outbox_head` | `last_seq` | a single row: the highest seq ever assigned |
+//! | `outbox_head` | `last_seq`, `pruned_through` | a single row: the highest seq ever assigned, and the highest removed by retention |
+//! | `outbox_commit` | `last_seq` PK, `committed_at_ms` | when each commit happened, for retention by age |
+//! | `subscription`, `delivery_parked`, `dead_letter`, `audit_log` | see `delivery` | delivery state (schema v2) |
 //!
 //! ## Concurrency
 //!
@@ -293,6 +295,22 @@ impl Store for SqliteStore {
     async fn last_seq(&self) -> Result<u64, StoreError> {
         self.read(|conn| outbox::head(conn)).await
     }
+
+    async fn pruned_through(&self) -> Result<u64, StoreError> {
+        self.read(|conn| outbox::pruned_through(conn)).await
+    }
+
+    async fn prune(&self, older_than_ms: i64, max_rows: usize) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_err)?;
+            let removed = outbox::prune(&tx, older_than_ms, max_rows)?;
+            tx.commit().map_err(sql_err)?;
+            Ok(removed)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -317,6 +335,10 @@ impl DeliveryStore for SqliteStore {
     async fn subscription(&self, name: &str) -> Result<Option<SubscriptionRow>, StoreError> {
         let name = name.to_owned();
         self.read(move |conn| delivery::get(conn, &name)).await
+    }
+
+    async fn subscription_rows(&self) -> Result<Vec<SubscriptionRow>, StoreError> {
+        self.read(|conn| delivery::all(conn)).await
     }
 
     async fn advance(

@@ -18,6 +18,59 @@ pub(super) fn head(conn: &Connection) -> Result<u64, StoreError> {
     from_i64(last, "outbox head")
 }
 
+/// Every seq up to this was removed by retention (0 when nothing was).
+pub(super) fn pruned_through(conn: &Connection) -> Result<u64, StoreError> {
+    let pruned: i64 = conn
+        .prepare_cached("SELECT pruned_through FROM outbox_head WHERE id = 0")
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(sql_err)?;
+    from_i64(pruned, "pruned_through")
+}
+
+/// Removes up to `max_rows` of the oldest events committed before `older_than_ms`, never one a
+/// subscription still needs (at or after its cursor + 1, parked, or dead-lettered). Returns
+/// how many were removed; the caller repeats while it gets `max_rows`.
+pub(super) fn prune(
+    tx: &Transaction<'_>,
+    older_than_ms: i64,
+    max_rows: usize,
+) -> Result<u64, StoreError> {
+    let aged: Option<i64> = tx
+        .prepare_cached("SELECT max(last_seq) FROM outbox_commit WHERE committed_at_ms < ?1")
+        .and_then(|mut stmt| stmt.query_row([older_than_ms], |row| row.get(0)))
+        .map_err(sql_err)?;
+    let Some(aged) = aged else { return Ok(0) };
+    // What subscriptions still need: everything after the lowest cursor, and every parked
+    // or dead-lettered event.
+    let needed: Option<i64> = tx
+        .prepare_cached(
+            "SELECT min(s) FROM (
+                 SELECT min(cursor) + 1 AS s FROM subscription
+                 UNION ALL SELECT min(seq) FROM delivery_parked
+                 UNION ALL SELECT min(seq) FROM dead_letter)",
+        )
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(sql_err)?;
+    let mut upto = needed.map_or(aged, |n| aged.min(n - 1));
+    let from = to_i64(pruned_through(tx)?, "pruned_through")?;
+    let max_rows = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    upto = upto.min(from.saturating_add(max_rows));
+    if upto <= from {
+        return Ok(0);
+    }
+    let removed = tx
+        .prepare_cached("DELETE FROM outbox WHERE seq <= ?1")
+        .and_then(|mut stmt| stmt.execute([upto]))
+        .map_err(sql_err)?;
+    tx.prepare_cached("DELETE FROM outbox_commit WHERE last_seq <= ?1")
+        .and_then(|mut stmt| stmt.execute([upto]))
+        .map_err(sql_err)?;
+    tx.prepare_cached("UPDATE outbox_head SET pruned_through = ?1 WHERE id = 0")
+        .and_then(|mut stmt| stmt.execute([upto]))
+        .map_err(sql_err)?;
+    Ok(removed as u64)
+}
+
 /// Checks the head is not behind the outbox (which would make the next commit reuse seqs).
 pub(super) fn check_head(conn: &Connection) -> Result<(), StoreError> {
     let head = head(conn)?;
@@ -72,6 +125,9 @@ pub(super) fn append(
     tx.prepare_cached("UPDATE outbox_head SET last_seq = ?1 WHERE id = 0")
         .and_then(|mut stmt| stmt.execute([last]))
         .map_err(sql_err)?;
+    tx.prepare_cached("INSERT INTO outbox_commit (last_seq, committed_at_ms) VALUES (?1, ?2)")
+        .and_then(|mut stmt| stmt.execute([last, chrono::Utc::now().timestamp_millis()]))
+        .map_err(sql_err)?;
     Ok(Some(Appended {
         first_seq,
         last_seq,
@@ -104,6 +160,14 @@ pub(super) fn read_page(
     }
     let tx = conn.transaction().map_err(sql_err)?;
     let head = head(&tx)?;
+    let pruned = pruned_through(&tx)?;
+    if after < pruned {
+        // Events after `after` were removed: reading on would silently skip them.
+        return Err(StoreError::Expired {
+            after,
+            oldest: pruned + 1,
+        });
+    }
     if head <= after {
         return Ok(empty);
     }

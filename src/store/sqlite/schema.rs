@@ -104,9 +104,22 @@ CREATE TABLE audit_log (
 ) STRICT;
 ";
 
+/// Version 3: outbox retention. When each commit happened (`outbox_commit`, one row per
+/// commit, keyed by its last seq), and how far the outbox was pruned
+/// (`outbox_head.pruned_through`: every seq up to it is gone).
+const V3: &str = "
+CREATE TABLE outbox_commit (
+    last_seq        INTEGER PRIMARY KEY,
+    committed_at_ms INTEGER NOT NULL
+) STRICT;
+
+ALTER TABLE outbox_head ADD COLUMN pruned_through INTEGER NOT NULL DEFAULT 0
+    CHECK (pruned_through >= 0);
+";
+
 /// Every migration in order; index `i` takes a file from version `i` to `i + 1`. Append only:
 /// an applied migration is never edited.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes and understands.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
