@@ -253,6 +253,15 @@ pub async fn replay_one(
     let seq: u64 = seq
         .parse()
         .map_err(|_| ApiError::param("seq", "must be a non-negative integer"))?;
+    known(delivery, &name)?;
+    // Checked first so that a refused request leaves no audit entry.
+    let listed = delivery
+        .store
+        .dead_letters(&name, seq.saturating_sub(1), 1)
+        .await?;
+    if listed.first().is_none_or(|d| d.seq != seq) {
+        return Err(no_dead_letter(&name, seq));
+    }
     let done = act(
         delivery,
         &name,
@@ -264,11 +273,16 @@ pub async fn replay_one(
     )
     .await?;
     if done.affected == 0 {
-        return Err(ApiError::NotFound(format!(
-            "subscription `{name}` has no dead letter with seq {seq}"
-        )));
+        // Replayed by someone else meanwhile.
+        return Err(no_dead_letter(&name, seq));
     }
     Ok(done)
+}
+
+fn no_dead_letter(name: &str, seq: u64) -> ApiError {
+    ApiError::NotFound(format!(
+        "subscription `{name}` has no dead letter with seq {seq}"
+    ))
 }
 
 /// Pause a subscription.

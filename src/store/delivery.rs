@@ -160,7 +160,7 @@ pub enum Control {
         reason: Option<String>,
     },
     /// Move the cursor back (or forward) to `seq`: events after it are delivered again.
-    /// Parked events after it are dropped (they will be read again).
+    /// Parked events and dead letters after it are dropped (they will be read again).
     Rewind { seq: u64 },
     /// Make dead letters due again (all of them when `seqs` is `None`); returns how many.
     Replay { seqs: Option<Vec<u64>> },

@@ -14,6 +14,8 @@ prints `PORT <n>` as its first line of stdout once listening on 127.0.0.1.
     POST /control {"status": 503, "count": null, "retry_after": "7", "delay_ms": 500}
                                                    503 with Retry-After, after 0.5 s, forever
     POST /control {"status": 200}                  back to normal
+    POST /control {"subjects": {"A1/S01": 400}}    400 to events of subject A1/S01 (forever;
+                                                   other requests as status/count say)
     GET  /received                                 entries logged since this process started
 """
 
@@ -26,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook
 
-NORMAL = {"status": 200, "count": None, "retry_after": None, "delay_ms": 0}
+NORMAL = {"status": 200, "count": None, "retry_after": None, "delay_ms": 0, "subjects": {}}
 
 
 class State:
@@ -41,10 +43,12 @@ class State:
         with self.lock:
             self.mode = {key: mode.get(key, NORMAL[key]) for key in NORMAL}
 
-    def next_answer(self):
-        """The status, Retry-After and delay for the next verified request."""
+    def next_answer(self, subject):
+        """The status, Retry-After and delay for the next verified request (of `subject`)."""
         with self.lock:
             mode = dict(self.mode)
+            if subject in (mode["subjects"] or {}):
+                return mode["subjects"][subject], None, mode["delay_ms"] or 0
             if mode["count"] is not None:
                 if mode["count"] <= 0:
                     self.mode = dict(NORMAL)
@@ -99,8 +103,10 @@ class Handler(BaseHTTPRequestHandler):
             verified = True
         except Exception:  # any failure to verify, a non-UTF-8 body included
             event, verified = None, False
-        status, retry_after, delay_ms = (401, None, 0) if not verified else self.state.next_answer()
         event = event if isinstance(event, dict) else {}
+        status, retry_after, delay_ms = (
+            (401, None, 0) if not verified else self.state.next_answer(event.get("subject"))
+        )
         self.state.record({
             "webhook_id": self.headers.get("webhook-id"),
             "verified": verified,

@@ -311,6 +311,13 @@ pub(super) fn control(
                 .prepare_cached("DELETE FROM delivery_parked WHERE subscription = ?1 AND seq > ?2")
                 .and_then(|mut stmt| stmt.execute(params![name, seq_i]))
                 .map_err(sql_err)?;
+            // Dead letters after `seq` are read again too (and dead-lettered again if they
+            // still fail); kept, they would outlive their redelivery and a later replay would
+            // send them after newer events of their record.
+            let dead_dropped = tx
+                .prepare_cached("DELETE FROM dead_letter WHERE subscription = ?1 AND seq > ?2")
+                .and_then(|mut stmt| stmt.execute(params![name, seq_i]))
+                .map_err(sql_err)?;
             tx.prepare_cached(
                 "UPDATE subscription SET cursor = ?2, updated_at = ?3 WHERE name = ?1",
             )
@@ -319,7 +326,12 @@ pub(super) fn control(
             (
                 "rewind",
                 dropped as u64,
-                serde_json::json!({"from": row.cursor, "to": seq, "parked_dropped": dropped}),
+                serde_json::json!({
+                    "from": row.cursor,
+                    "to": seq,
+                    "parked_dropped": dropped,
+                    "dead_letters_dropped": dead_dropped,
+                }),
             )
         }
         Control::Forget => {

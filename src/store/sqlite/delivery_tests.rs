@@ -226,7 +226,7 @@ async fn replay_and_rewind_are_audited() {
     );
     assert_eq!(
         log[1].detail,
-        json!({"from": 5, "to": 3, "parked_dropped": 2})
+        json!({"from": 5, "to": 3, "parked_dropped": 2, "dead_letters_dropped": 0})
     );
     assert_eq!(log[2].detail, json!({"seqs": [2]}));
     let older = store.audit_log(Some(log[1].id), 10).await.unwrap();
