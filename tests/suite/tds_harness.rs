@@ -299,11 +299,12 @@ async fn tds_every_type_round_trips_through_sp_executesql() {
     assert_eq!(n.get::<&[u8], _>("vbmax"), None);
     assert_eq!(n.get::<&[u8], _>("rv").map(<[u8]>::len), Some(8));
 
-    // the storage form is documented: decimals as numbers, datetimes as ISO text
+    // the storage form is documented: decimals as numbers, datetimes as ISO text, and values
+    // are converted to the column's type when written (datetime2(3) keeps milliseconds)
     let stored = server.query("SELECT dec, dt2, dto, g FROM [dbo.types] WHERE k = 1");
     assert_eq!(
         stored[0][1],
-        rusqlite::types::Value::Text("2024-02-29 13:14:15.1234567".into())
+        rusqlite::types::Value::Text("2024-02-29 13:14:15.123".into())
     );
     assert_eq!(
         stored[0][2],
@@ -313,6 +314,32 @@ async fn tds_every_type_round_trips_through_sp_executesql() {
         stored[0][3],
         rusqlite::types::Value::Text("6F9619FF-8B86-D011-B42D-00C04FC964FF".into())
     );
+
+    // a timestamp cursor at the value read back does not see the row again
+    let again = client
+        .query(
+            "SELECT k FROM dbo.types WHERE dt2 > @P1",
+            &[&r.get::<NaiveDateTime, _>("dt2").unwrap()],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    // values that do not fit the column are refused like SQL Server does
+    for (sql, code) in [
+        ("UPDATE dbo.types SET t = 256 WHERE k = 1", 8115),
+        (
+            "UPDATE dbo.types SET vc = N'this is longer than twenty' WHERE k = 1",
+            2628,
+        ),
+        ("UPDATE dbo.types SET dt = N'not a date' WHERE k = 1", 241),
+        ("UPDATE dbo.types SET g = N'nope' WHERE k = 1", 8169),
+    ] {
+        let err = client.execute(sql, &[]).await.expect_err(sql);
+        assert_eq!(server_error_code(&err), Some(code), "{sql}: {err}");
+    }
 
     // parameters typed by the client come back with their type
     let row = client
@@ -466,6 +493,34 @@ async fn tds_statements_results_and_errors() {
         .err()
         .unwrap();
     assert_eq!(server_error_code(&err), Some(2627));
+
+    // sp_executesql called by name, with named parameters
+    let mut by_name = tiberius::Command::new("sys.sp_executesql");
+    by_name.bind_param(
+        "@stmt",
+        "SELECT sku, qty FROM dbo.stock WHERE qty = @wanted",
+    );
+    by_name.bind_param("@params", "@wanted int");
+    by_name.bind_param("@wanted", 1i32);
+    let result = by_name
+        .exec(&mut client)
+        .await
+        .unwrap()
+        .into_command_result()
+        .await
+        .unwrap();
+    assert_eq!(result.return_code(), 0);
+    assert_eq!(result.to_query_result(0).map(Vec::len), Some(1));
+    let err = tiberius::Command::new("dbo.usp_nope")
+        .exec(&mut client)
+        .await
+        .unwrap()
+        .into_command_result()
+        .await;
+    assert_eq!(
+        server_error_code(&err.expect_err("unknown procedure")),
+        Some(2812)
+    );
 
     // transactions: T-SQL statements and tiberius' Transaction Manager requests
     let counted = client

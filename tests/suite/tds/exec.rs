@@ -18,6 +18,9 @@ use super::sql::{self, Ctx, DmlKind, SetOption, SqlError, Statement, Translated}
 use super::tokens::{self, ColumnMeta};
 use super::types::{SqlType, guid_text};
 
+/// How `__lb_norm` passes a SQL Server error through SQLite: `SQLSERVER:<number>:<message>`.
+const SQLSERVER_ERROR: &str = "SQLSERVER:";
+
 /// Opens a harness connection to the database file: WAL, a busy timeout, and the collation and
 /// functions translated SQL uses.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -77,6 +80,18 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
             }
         }
         Ok(Value::Blob(bytes))
+    })?;
+    // a value written to a column, converted to the column's type (SQL Server's errors kept)
+    conn.create_scalar_function("__lb_norm", 2, flags, |ctx| {
+        let decl: String = ctx.get(1)?;
+        let ty = SqlType::parse(&decl).ok_or_else(|| {
+            rusqlite::Error::UserFunctionError(format!("unknown type {decl}").into())
+        })?;
+        ty.normalize(ctx.get::<Value>(0)?).map_err(|e| {
+            rusqlite::Error::UserFunctionError(
+                format!("{SQLSERVER_ERROR}{}:{}", e.number, e.message).into(),
+            )
+        })
     })?;
     conn.create_scalar_function("__lb_newid", 0, FunctionFlags::SQLITE_UTF8, |_| {
         let mut b: [u8; 16] = rand::random();
@@ -488,6 +503,13 @@ fn map_error_on(e: &rusqlite::Error, table: Option<&str>, kind: DmlKind) -> SqlE
         }
         other => return SqlError::new(50000, format!("TDS harness: {other}")),
     };
+    if let Some((number, message)) = msg
+        .strip_prefix(SQLSERVER_ERROR)
+        .and_then(|m| m.split_once(':'))
+        && let Ok(number) = number.parse()
+    {
+        return SqlError::new(number, message);
+    }
     let object = table
         .map(|t| {
             let (schema, name) = split_name(t);

@@ -1470,6 +1470,7 @@ impl<'c> Tr<'c> {
         }
         let (table, _) = self.target(t, &mut i)?;
         let mut cols = String::new();
+        let mut targets: Vec<&super::catalog::Column> = table.columns.iter().collect();
         if t.get(i).is_some_and(|k| k.is_op("("))
             && !t.get(i + 1).is_some_and(|k| k.is_kw("SELECT"))
         {
@@ -1490,6 +1491,16 @@ impl<'c> Tr<'c> {
                 }
                 names.push(quote(&col));
             }
+            targets = Vec::new();
+            for c in split_commas(&t[i + 1..close]) {
+                let name = as_column_ref(c)
+                    .and_then(|p| p.last().cloned())
+                    .unwrap_or_default();
+                let column = table
+                    .column(&name)
+                    .ok_or_else(|| SqlError::new(207, format!("Invalid column name '{name}'.")))?;
+                targets.push(column);
+            }
             cols = format!(" ({})", names.join(", "));
             i = close + 1;
         }
@@ -1503,7 +1514,24 @@ impl<'c> Tr<'c> {
                 "DEFAULT VALUES".to_owned()
             }
             Some(k) if k.is_kw("VALUES") => {
-                format!("VALUES {}", self.expr(&rest[1..], &Vec::new())?)
+                let mut rows = Vec::new();
+                for tuple in split_commas(&rest[1..]) {
+                    if !tuple.first().is_some_and(|k| k.is_op("("))
+                        || matching(tuple, 0).ok() != Some(tuple.len() - 1)
+                    {
+                        return Err(SqlError::near(tuple.first().or(rest.first())));
+                    }
+                    let mut values = Vec::new();
+                    for (k, value) in split_commas(&tuple[1..tuple.len() - 1])
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let sql = self.expr(value, &Vec::new())?;
+                        values.push(converted(sql, targets.get(k).copied()));
+                    }
+                    rows.push(format!("({})", values.join(", ")));
+                }
+                format!("VALUES {}", rows.join(", "))
             }
             Some(k) if k.is_kw("SELECT") => self.query(rest)?.0,
             other => return Err(SqlError::near(other.or(t.last()))),
@@ -1547,10 +1575,11 @@ impl<'c> Tr<'c> {
             if a.len() == eq + 1 {
                 return Err(SqlError::near(a.last()));
             }
+            let value = self.expr(&a[eq + 1..], &scope)?;
             sets.push(format!(
                 "{} = {}",
                 quote(&col),
-                self.expr(&a[eq + 1..], &scope)?
+                converted(value, table.column(&col))
             ));
         }
         let mut sql = format!(
@@ -1591,6 +1620,16 @@ impl<'c> Tr<'c> {
             other => return Err(SqlError::near(other)),
         }
         Ok((sql, table.sqlite_name.clone()))
+    }
+}
+
+/// A value written to `column`, converted to its type on the way in (like SQL Server).
+fn converted(sql: String, column: Option<&super::catalog::Column>) -> String {
+    match column {
+        Some(c) if c.ty.is_some_and(|t| t != SqlType::RowVersion) => {
+            format!("__lb_norm({sql}, '{}')", c.decl.replace('\'', "''"))
+        }
+        _ => sql,
     }
 }
 

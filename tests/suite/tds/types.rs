@@ -606,6 +606,134 @@ impl SqlType {
         Ok(())
     }
 
+    /// Converts a value written to a column of this type into its storage form, as SQL Server
+    /// converts on INSERT and UPDATE: integers range-checked, decimals rounded to their scale,
+    /// strings and binaries checked against their length (CHAR padding is added on read),
+    /// GUIDs in canonical text, date/time values rounded to the type's precision.
+    pub fn normalize(&self, v: Value) -> Result<Value, SqlError> {
+        if matches!(v, Value::Null) {
+            return Ok(v);
+        }
+        let truncated = |what: &str| {
+            SqlError::new(
+                2628,
+                format!(
+                    "String or binary data would be truncated ({what} longer than {}).",
+                    self.data_type()
+                ),
+            )
+        };
+        Ok(match self {
+            SqlType::TinyInt => Value::Integer(self.int_in_range(&v, 0, 255)?),
+            SqlType::SmallInt => {
+                Value::Integer(self.int_in_range(&v, i64::from(i16::MIN), i64::from(i16::MAX))?)
+            }
+            SqlType::Int => {
+                Value::Integer(self.int_in_range(&v, i64::from(i32::MIN), i64::from(i32::MAX))?)
+            }
+            SqlType::BigInt => Value::Integer(self.int_in_range(&v, i64::MIN, i64::MAX)?),
+            SqlType::Bit => {
+                let mut out = Vec::new();
+                self.encode_value(true, &v, &mut out)?;
+                Value::Integer(i64::from(out.last().copied().unwrap_or(0)))
+            }
+            SqlType::Decimal { .. } | SqlType::Money | SqlType::SmallMoney => {
+                let scale = match self {
+                    SqlType::Decimal { scale, .. } => *scale,
+                    _ => 4,
+                };
+                // range and precision checks are the encoder's
+                self.encode_value(true, &v, &mut Vec::new())?;
+                let d = to_decimal(&v).ok_or_else(|| conversion(&v, self))?;
+                let m = scaled_mantissa(d, scale);
+                super::rpc::decimal_value(m >= 0, m.unsigned_abs(), scale)
+            }
+            SqlType::Float | SqlType::Real => {
+                let mut out = Vec::new();
+                self.encode_value(false, &v, &mut out)?;
+                Value::Real(if *self == SqlType::Real {
+                    f64::from(f32::from_le_bytes([out[0], out[1], out[2], out[3]]))
+                } else {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(&out[..8]);
+                    f64::from_le_bytes(a)
+                })
+            }
+            SqlType::Char(n)
+            | SqlType::NChar(n)
+            | SqlType::VarChar(Len::N(n))
+            | SqlType::NVarChar(Len::N(n)) => {
+                let s = to_text(&v);
+                let n = usize::from(*n);
+                if s.chars().count() <= n {
+                    Value::Text(s)
+                } else if s.trim_end_matches(' ').chars().count() <= n {
+                    Value::Text(s.chars().take(n).collect())
+                } else {
+                    return Err(truncated("a string"));
+                }
+            }
+            SqlType::VarChar(Len::Max)
+            | SqlType::NVarChar(Len::Max)
+            | SqlType::Text
+            | SqlType::NText => Value::Text(to_text(&v)),
+            SqlType::Binary(_) | SqlType::VarBinary(_) | SqlType::Image => {
+                let mut bytes = match v {
+                    Value::Blob(b) => b,
+                    Value::Text(t) => t.into_bytes(),
+                    Value::Integer(i) => i.to_be_bytes().to_vec(),
+                    other => return Err(conversion(&other, self)),
+                };
+                match self {
+                    SqlType::Binary(n) | SqlType::VarBinary(Len::N(n))
+                        if bytes.len() > usize::from(*n) =>
+                    {
+                        return Err(truncated("binary data"));
+                    }
+                    SqlType::Binary(n) => bytes.resize(usize::from(*n), 0),
+                    _ => {}
+                }
+                Value::Blob(bytes)
+            }
+            SqlType::RowVersion => v,
+            SqlType::UniqueIdentifier => {
+                let bytes = match &v {
+                    Value::Text(t) => parse_guid(t),
+                    Value::Blob(b) if b.len() == 16 => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(b);
+                        Some(a)
+                    }
+                    _ => None,
+                };
+                let bytes = bytes.ok_or_else(|| {
+                    SqlError::new(8169, "Conversion failed when converting from a character string to uniqueidentifier.")
+                })?;
+                Value::Text(guid_text(bytes))
+            }
+            SqlType::DateTime
+            | SqlType::SmallDateTime
+            | SqlType::DateTime2(_)
+            | SqlType::Date
+            | SqlType::Time(_)
+            | SqlType::DateTimeOffset(_) => {
+                let m = match &v {
+                    Value::Text(t) => Moment::parse(t),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    SqlError::new(
+                        241,
+                        "Conversion failed when converting date and/or time from character string.",
+                    )
+                })?;
+                // range checks are the encoder's
+                self.encode_moment(false, m, &mut Vec::new())?;
+                Value::Text(m.rounded(self).format(self))
+            }
+        })
+    }
+
     fn encode_null(&self, out: &mut Vec<u8>) {
         match self {
             SqlType::Char(_)
@@ -1008,6 +1136,36 @@ impl Moment {
         }
     }
 
+    /// The moment rounded to the precision of `ty`.
+    fn rounded(&self, ty: &SqlType) -> Moment {
+        let (days, nanos) = match ty {
+            SqlType::DateTime => {
+                let (days, ticks) = self.datetime_ticks();
+                (days, (u64::from(ticks) * 10 + 1) / 3 * 1_000_000)
+            }
+            SqlType::SmallDateTime => {
+                let (days, minutes) = self.small_minutes();
+                (days, u64::from(minutes) * 60_000_000_000)
+            }
+            SqlType::Date => (self.days, 0),
+            SqlType::DateTime2(s) | SqlType::Time(s) | SqlType::DateTimeOffset(s) => {
+                let (days, inc) = self.increments(*s);
+                (days, inc * 10u64.pow(9 - u32::from(*s)))
+            }
+            _ => (self.days, self.nanos),
+        };
+        let days = if matches!(ty, SqlType::Time(_)) {
+            self.days
+        } else {
+            days
+        };
+        Moment {
+            days,
+            nanos: nanos % NANOS_PER_DAY,
+            offset_minutes: self.offset_minutes,
+        }
+    }
+
     /// The storage text for a value of type `ty` (fraction trimmed of trailing zeros).
     pub fn format(&self, ty: &SqlType) -> String {
         let date = || {
@@ -1158,6 +1316,72 @@ mod tests {
         assert_eq!(late.increments(0), (late.days + 1, 0));
         assert!(Moment::parse("2024-13-01").is_none());
         assert!(Moment::parse("25:00").is_none());
+    }
+
+    #[test]
+    fn writes_are_converted_to_the_column_type() {
+        let t = |s: &str| Value::Text(s.into());
+        let dt2 = SqlType::DateTime2(3);
+        assert_eq!(
+            dt2.normalize(t("2024-01-02T03:04:05.1235")).unwrap(),
+            t("2024-01-02 03:04:05.124")
+        );
+        assert_eq!(
+            SqlType::DateTime
+                .normalize(t("2024-01-02 03:04:05.123456"))
+                .unwrap(),
+            t("2024-01-02 03:04:05.123")
+        );
+        assert_eq!(
+            SqlType::SmallDateTime
+                .normalize(t("2024-01-02 03:04:31"))
+                .unwrap(),
+            t("2024-01-02 03:05:00")
+        );
+        assert_eq!(
+            SqlType::Date.normalize(t("2024-01-02 03:04:05")).unwrap(),
+            t("2024-01-02")
+        );
+        let dec = SqlType::parse("DECIMAL(5,2)").unwrap();
+        assert_eq!(dec.normalize(t("1.005")).unwrap(), Value::Real(1.01));
+        assert_eq!(
+            dec.normalize(Value::Integer(1000)).unwrap_err().number,
+            8115
+        );
+        assert_eq!(
+            SqlType::TinyInt
+                .normalize(Value::Integer(256))
+                .unwrap_err()
+                .number,
+            8115
+        );
+        assert_eq!(SqlType::Int.normalize(t("x")).unwrap_err().number, 245);
+        assert_eq!(
+            SqlType::NVarChar(Len::N(3))
+                .normalize(t("abcd"))
+                .unwrap_err()
+                .number,
+            2628
+        );
+        assert_eq!(SqlType::NChar(3).normalize(t("ab    ")).unwrap(), t("ab "));
+        assert_eq!(
+            SqlType::Binary(3).normalize(Value::Blob(vec![1])).unwrap(),
+            Value::Blob(vec![1, 0, 0])
+        );
+        assert_eq!(
+            SqlType::UniqueIdentifier
+                .normalize(t("{6f9619ff-8b86-d011-b42d-00c04fc964ff}"))
+                .unwrap(),
+            t("6F9619FF-8B86-D011-B42D-00C04FC964FF")
+        );
+        assert_eq!(
+            SqlType::Date.normalize(t("yesterday")).unwrap_err().number,
+            241
+        );
+        assert_eq!(
+            SqlType::Bit.normalize(t("true")).unwrap(),
+            Value::Integer(1)
+        );
     }
 
     #[test]
