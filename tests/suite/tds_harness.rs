@@ -1020,6 +1020,33 @@ async fn tds_faults_drop_deadlock_delay_refuse_restart() {
         "the retry on the same connection works"
     );
 
+    // a deadlock victim's transaction is rolled back
+    client.begin_transaction().await.unwrap();
+    client
+        .execute("DELETE FROM dbo.stock WHERE qty < @P1", &[&100i32])
+        .await
+        .unwrap();
+    server.deadlock_next(1);
+    let err = client
+        .execute("DELETE FROM dbo.stock", &[])
+        .await
+        .expect_err("deadlock victim");
+    assert_eq!(server_error_code(&err), Some(1205));
+    let state = client
+        .query("SELECT @@TRANCOUNT, COUNT(*) FROM dbo.stock", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.get::<i32, _>(0), Some(0), "no transaction left");
+    assert_eq!(
+        state.get::<i32, _>(1),
+        Some(200),
+        "its delete was rolled back"
+    );
+
     server.delay_responses(Duration::from_millis(300));
     let started = Instant::now();
     client
@@ -1114,6 +1141,32 @@ async fn tds_attention_and_dropped_streams_leave_the_connection_usable() {
         .unwrap();
     assert_eq!(one.get::<i32, _>(0), Some(2));
 
+    // cancelled while rows stream (far more than socket buffers hold): rows stop at a packet
+    // boundary and the response ends with DONE carrying the attention bit
+    server.execute(
+        "CREATE TABLE [dbo.wide] (k INT NOT NULL PRIMARY KEY, note NVARCHAR(400));
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
+         INSERT INTO [dbo.wide] SELECT i, printf('%.300c', 'x') FROM n;",
+    );
+    {
+        let mut rows = client
+            .query("SELECT k, note FROM dbo.wide ORDER BY k", &[])
+            .await
+            .unwrap()
+            .into_row_stream();
+        rows.next().await.unwrap().unwrap();
+    }
+    client.cancel_query().await.unwrap();
+    let five = client
+        .query("SELECT 5", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(five.get::<i32, _>(0), Some(5));
+
     server.delay_responses(Duration::from_secs(5));
     let timed_out = tokio::time::timeout(Duration::from_millis(200), client.query("SELECT 3", &[]))
         .await
@@ -1130,7 +1183,7 @@ async fn tds_attention_and_dropped_streams_leave_the_connection_usable() {
         .unwrap()
         .unwrap();
     assert_eq!(four.get::<i32, _>(0), Some(4));
-    assert_eq!(server.stats().attentions, 2);
+    assert_eq!(server.stats().attentions, 3);
 }
 
 /// A LOGIN7 built by hand for raw-socket tests.

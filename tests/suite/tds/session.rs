@@ -187,12 +187,13 @@ impl Session {
             packet::DEFAULT_PACKET_SIZE as u32
         };
         let database = self.shared.options.database.clone();
+        // counted before the client hears of it, so a test sees it once connected
+        Counters::bump(&self.shared.counters.logins);
         self.out
             .buf()
             .extend_from_slice(&login::success(&database, size));
         self.out.finish().await?;
         self.out.set_packet_size(size as usize);
-        Counters::bump(&self.shared.counters.logins);
         Ok(())
     }
 

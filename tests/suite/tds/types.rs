@@ -874,7 +874,12 @@ impl SqlType {
                 put_days(days, out).map_err(|_| range())?;
                 out.extend_from_slice(&offset.to_le_bytes());
             }
-            _ => unreachable!("encode_moment is only called for date/time types"),
+            _ => {
+                return Err(SqlError::new(
+                    245,
+                    format!("{} is not a date/time type", self.data_type()),
+                ));
+            }
         }
         Ok(())
     }
