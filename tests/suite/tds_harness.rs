@@ -494,6 +494,35 @@ async fn tds_statements_results_and_errors() {
         .unwrap();
     assert_eq!(server_error_code(&err), Some(2627));
 
+    // savepoints, string functions, the change tracking catalog view
+    let mixed = client
+        .simple_query(
+            "BEGIN TRAN; INSERT INTO dbo.stock (sku, qty) VALUES (N'S1', 1); SAVE TRAN p1; \
+             INSERT INTO dbo.stock (sku, qty) VALUES (N'S2', 2); ROLLBACK TRAN p1; COMMIT; \
+             SELECT LEFT(sku, 1) AS l, RIGHT(RTRIM(sku), 1) AS r, LEN(sku) AS n, ISNULL(note, N'-') AS note \
+             FROM dbo.stock WHERE sku LIKE N's%' ORDER BY sku; \
+             SELECT COUNT(*) FROM sys.change_tracking_tables",
+        )
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed[0].len(),
+        1,
+        "the insert after the savepoint was rolled back"
+    );
+    assert_eq!(mixed[0][0].get::<&str, _>("l"), Some("S"));
+    assert_eq!(mixed[0][0].get::<&str, _>("r"), Some("1"));
+    assert_eq!(mixed[0][0].get::<i32, _>("n"), Some(2));
+    assert_eq!(mixed[0][0].get::<&str, _>("note"), Some("-"));
+    assert_eq!(mixed[1][0].get::<i32, _>(0), Some(0));
+    client
+        .execute("DELETE FROM dbo.stock WHERE sku = N'S1'", &[])
+        .await
+        .unwrap();
+
     // sp_executesql called by name, with named parameters
     let mut by_name = tiberius::Command::new("sys.sp_executesql");
     by_name.bind_param(

@@ -1374,6 +1374,18 @@ impl<'c> Tr<'c> {
             "ISNULL" => format!("IFNULL({})", self.expr(args, scope)?),
             "LEN" => format!("length(rtrim({}))", self.expr(args, scope)?),
             "SUBSTRING" => format!("substr({})", self.expr(args, scope)?),
+            "LEFT" | "RIGHT" => {
+                let parts = split_commas(args);
+                if parts.len() != 2 {
+                    return Err(SqlError::near(args.last()));
+                }
+                let (s, n) = (self.expr(parts[0], scope)?, self.expr(parts[1], scope)?);
+                if upper == "LEFT" {
+                    format!("substr({s}, 1, {n})")
+                } else {
+                    format!("substr({s}, -({n}))")
+                }
+            }
             "CHARINDEX" => {
                 let parts = split_commas(args);
                 if parts.len() < 2 {
