@@ -457,6 +457,14 @@ async fn tds_statements_results_and_errors() {
     assert_eq!(sets.len(), 2);
     assert_eq!(sets[1].len(), 2);
     assert_eq!(sets[1][1].get::<&str, _>("b"), Some("y"));
+    assert_eq!(
+        sets[1][0]
+            .get::<Decimal, _>("c")
+            .map(|d| d.to_string())
+            .as_deref(),
+        Some("2.5"),
+        "a literal with a point is numeric, as in SQL Server"
+    );
     let unnamed = client
         .query("SELECT COUNT(*) FROM dbo.stock", &[])
         .await

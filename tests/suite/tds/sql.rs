@@ -546,6 +546,26 @@ fn parse_type(t: &[Tok]) -> Result<SqlType, SqlError> {
     })
 }
 
+/// The type SQL Server gives a numeric literal: int, numeric(p,s) with a point or when too big
+/// for int, float with an exponent.
+fn literal_type(n: &str) -> Option<SqlType> {
+    if n.contains(['e', 'E']) {
+        return Some(SqlType::Float);
+    }
+    let (int_part, frac) = n.split_once('.').unwrap_or((n, ""));
+    let int_digits = int_part.trim_start_matches('0').len();
+    if frac.is_empty() && int_part.parse::<i32>().is_ok() {
+        return Some(SqlType::Int);
+    }
+    let scale = u8::try_from(frac.len()).ok()?;
+    let precision = u8::try_from(int_digits).ok()?.checked_add(scale)?.max(1);
+    (precision <= 38).then_some(SqlType::Decimal {
+        precision,
+        scale,
+        numeric: true,
+    })
+}
+
 /// Types of well-known result column names (CHANGETABLE's) when SQLite gives none.
 pub fn type_by_name(name: &str) -> Option<SqlType> {
     match name.to_ascii_uppercase().as_str() {
@@ -941,6 +961,7 @@ impl<'c> Tr<'c> {
                 .or_else(|| type_by_name(parts.last()?));
         }
         match e {
+            [Tok::Num(n)] | [Tok::Op("-" | "+"), Tok::Num(n)] => return literal_type(n),
             [Tok::Var(v)] => return self.param(v).and_then(|(_, p)| p.ty),
             [Tok::Global(g)] => {
                 return match g.to_ascii_uppercase().as_str() {
