@@ -30,5 +30,7 @@ mod proxy;
 mod recovery;
 mod rest;
 mod scan;
+mod tds;
+mod tds_harness;
 mod webhook_receiver;
 mod webhook_sink;
