@@ -57,6 +57,14 @@ pub fn write_config_with_keys(
     connection_string: &str,
     source_extra: &str,
 ) -> (tempfile::TempDir, Keys) {
+    write_config_with_source(&format!(
+        "[sources.pos]\nkind = \"odbc\"\nconnection_string = {connection_string:?}\n{source_extra}"
+    ))
+}
+
+/// Writes a deployment config whose `[sources.pos]` section is `source` (any kind); returns
+/// its dir and all three keys.
+pub fn write_config_with_source(source: &str) -> (tempfile::TempDir, Keys) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, hash) = auth::generate_key();
     let (stock_key, stock_hash) = auth::generate_key();
@@ -83,10 +91,7 @@ name = "operator"
 sha256 = "{admin_hash}"
 scopes = ["admin:read", "admin:write"]
 
-[sources.pos]
-kind = "odbc"
-connection_string = {connection_string:?}
-{source_extra}
+{source}
 "#
     );
     std::fs::write(dir.path().join("config.toml"), text).expect("write config");
@@ -143,6 +148,21 @@ async fn start_inner(
     request_timeout: Duration,
 ) -> Bridge {
     let (dir, keys) = write_config_with_keys(connection_string, source_extra);
+    serve_config(dir, keys, capture, request_timeout).await
+}
+
+/// Starts the bridge on the demo adapter over `source`, a whole `[sources.pos]` section.
+pub async fn start_with_source(source: &str) -> Bridge {
+    let (dir, keys) = write_config_with_source(source);
+    serve_config(dir, keys, None, Duration::from_secs(30)).await
+}
+
+async fn serve_config(
+    dir: tempfile::TempDir,
+    keys: Keys,
+    capture: Option<CaptureHandle>,
+    request_timeout: Duration,
+) -> Bridge {
     let loaded = config::load(&dir.path().join("config.toml")).expect("valid config");
     let built = app::build(loaded, Duration::ZERO)
         .await

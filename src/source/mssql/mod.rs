@@ -123,7 +123,7 @@ macro_rules! run {
         let mut attempt = 0u32;
         loop {
             let outcome = match source.pool.lease().await {
-                Err(e) => Err((e, true)),
+                Err(failed) => Err(failed),
                 Ok(mut lease) => {
                     let $conn = lease.conn();
                     let result = tokio::time::timeout(source.query_timeout, $body).await;
@@ -375,7 +375,11 @@ impl Scanner {
         columns: &[SelectColumn],
         tx: &Sender,
     ) -> Result<(), (SourceError, bool, bool)> {
-        let mut lease = self.pool.lease().await.map_err(|e| (e, false, true))?;
+        let mut lease = self
+            .pool
+            .lease()
+            .await
+            .map_err(|(e, retry)| (e, false, retry))?;
         let timeout = |sent: bool| {
             (
                 SourceError::new(

@@ -104,20 +104,26 @@ impl Pool {
     }
 
     /// A pooled connection, or a new one; waits at most `acquire_timeout` for a free slot.
-    pub(super) async fn lease(self: &Arc<Self>) -> Result<Lease, SourceError> {
+    /// The flag says whether trying again may help (a lost network yes, a refused login or
+    /// a full pool no: the caller answers at once).
+    pub(super) async fn lease(self: &Arc<Self>) -> Result<Lease, (SourceError, bool)> {
         let permit =
             tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| {
-                    SourceError::new(
+                    let busy = SourceError::new(
                         SourceErrorKind::Saturated,
                         format!(
                             "all connections of source `{}` busy for {:?}",
                             self.name, self.acquire_timeout
                         ),
-                    )
+                    );
+                    (busy, false)
                 })?
-                .map_err(|_| SourceError::new(SourceErrorKind::Unavailable, "pool closed"))?;
+                .map_err(|_| {
+                    let closed = SourceError::new(SourceErrorKind::Unavailable, "pool closed");
+                    (closed, false)
+                })?;
         let idle = self
             .idle
             .lock()
@@ -140,7 +146,7 @@ impl Pool {
         drop(stale);
     }
 
-    async fn connect(&self) -> Result<Connection, SourceError> {
+    async fn connect(&self) -> Result<Connection, (SourceError, bool)> {
         let attempt = async {
             let conn = Box::pin(self.connect_to(self.config.clone())).await;
             match conn {
@@ -155,18 +161,25 @@ impl Pool {
             }
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
-            Err(_) => Err(SourceError::new(
-                SourceErrorKind::Unavailable,
-                format!(
-                    "cannot connect to source `{}`: no answer within {:?}",
-                    self.name, self.connect_timeout
+            Err(_) => Err((
+                SourceError::new(
+                    SourceErrorKind::Unavailable,
+                    format!(
+                        "cannot connect to source `{}`: no answer within {:?}",
+                        self.name, self.connect_timeout
+                    ),
                 ),
+                // The whole connect timeout is spent already.
+                false,
             )),
             Ok(Err(e)) => {
-                let e = classify(&e);
-                Err(SourceError::new(
-                    e.kind,
-                    format!("cannot connect to source `{}`: {}", self.name, e.message),
+                let c = classify(&e);
+                Err((
+                    SourceError::new(
+                        c.kind,
+                        format!("cannot connect to source `{}`: {}", self.name, c.message),
+                    ),
+                    c.retry,
                 ))
             }
             Ok(Ok(conn)) => Ok(conn),

@@ -1,0 +1,54 @@
+-- Demo POS database ("KASSE 98"), SQL Server dialect (2016 or later).
+-- Re-runnable: drops and recreates the four tables. Data: ../seed.sql.
+-- CHAR columns pad to their width, as the original system wrote them; money is MONEY where
+-- the till wrote it (sales amounts), DECIMAL elsewhere; timestamps are DATETIME2(0) in local
+-- time, no zone. The tests run this file unchanged against the TDS test harness
+-- (tests/suite/tds), which stores it in SQLite with these declared types.
+
+DROP TABLE IF EXISTS ITEM_MASTER;
+DROP TABLE IF EXISTS STOCK_LEVEL;
+DROP TABLE IF EXISTS PRICE_LIST_ITEM;
+DROP TABLE IF EXISTS SALES_JOURNAL;
+
+CREATE TABLE ITEM_MASTER (
+    ITEM_CODE   CHAR(10)     NOT NULL PRIMARY KEY,
+    DESCR       NVARCHAR(60) NOT NULL,
+    LONG_DESCR  NVARCHAR(255) NULL,
+    DEPT_CODE   CHAR(4)      NOT NULL,
+    UOM         CHAR(3)      NOT NULL,
+    EAN         CHAR(13)     NULL,
+    ACTIVE_FLG  CHAR(1)      NOT NULL,
+    LAST_UPD    DATETIME2(0) NOT NULL
+);
+CREATE INDEX IX_ITEM_MASTER_LAST_UPD ON ITEM_MASTER (LAST_UPD);
+
+CREATE TABLE STOCK_LEVEL (
+    ITEM_CODE    CHAR(10)      NOT NULL,
+    STORE_NO     CHAR(4)       NOT NULL,
+    QTY_ON_HAND  DECIMAL(12,3) NOT NULL,
+    QTY_RESERVED DECIMAL(12,3) NOT NULL,
+    LAST_UPD     DATETIME2(0)  NOT NULL,
+    PRIMARY KEY (ITEM_CODE, STORE_NO)
+);
+CREATE INDEX IX_STOCK_LEVEL_LAST_UPD ON STOCK_LEVEL (LAST_UPD);
+
+CREATE TABLE PRICE_LIST_ITEM (
+    PL_CODE    CHAR(6)       NOT NULL,
+    ITEM_CODE  CHAR(10)      NOT NULL,
+    CURR       CHAR(3)       NOT NULL,
+    PRICE      DECIMAL(19,4) NOT NULL,
+    VALID_FROM DATETIME2(0)  NULL,
+    LAST_UPD   DATETIME2(0)  NOT NULL
+);
+CREATE INDEX IX_PRICE_LIST_ITEM_PL_ITEM ON PRICE_LIST_ITEM (PL_CODE, ITEM_CODE);
+CREATE INDEX IX_PRICE_LIST_ITEM_LAST_UPD ON PRICE_LIST_ITEM (LAST_UPD);
+
+CREATE TABLE SALES_JOURNAL (
+    TXN_NO    INT           NOT NULL PRIMARY KEY,
+    STORE_NO  CHAR(4)       NOT NULL,
+    ITEM_CODE CHAR(10)      NOT NULL,
+    QTY       DECIMAL(12,3) NOT NULL,
+    AMOUNT    MONEY         NOT NULL,
+    TXN_TS    DATETIME2(0)  NOT NULL
+);
+CREATE INDEX IX_SALES_JOURNAL_TXN_TS ON SALES_JOURNAL (TXN_TS);
