@@ -21,7 +21,7 @@ type Conn = Client<Compat<TcpStream>>;
 async fn connect_with(server: &TdsServer, config: Config) -> tiberius::Result<Conn> {
     let tcp = TcpStream::connect(server.addr()).await?;
     tcp.set_nodelay(true)?;
-    Client::connect(config, tcp.compat_write()).await
+    Box::pin(Client::connect(config, tcp.compat_write())).await
 }
 
 async fn connect(server: &TdsServer) -> Conn {
