@@ -126,3 +126,64 @@ async fn a_refused_login_is_not_ready_until_the_login_works_again() {
     assert_eq!(bridge.get("/readyz").await.status(), 200);
     assert_eq!(bridge.json("/v1/products/A1001").await["sku"], "A1001");
 }
+
+/// The demo adapter's capture sections on SQL Server: a timestamp cursor (inventory), an
+/// integer cursor (sales) and snapshot-diff (prices) find what a legacy application writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_capture_strategies_work_on_sql_server() {
+    use legacy_bridge::store::EventFilter;
+
+    use super::capture_harness::{berlin_now, sql};
+
+    let server = demo_server();
+    let (dir, _keys) = super::harness::write_config_with_source(&source(&server, ""));
+    let loaded = legacy_bridge::config::load(&dir.path().join("config.toml")).unwrap();
+    let mut app = legacy_bridge::app::build(loaded, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    legacy_bridge::app::start_capture(&mut app).await.unwrap();
+    let store = std::sync::Arc::clone(&app.capture.as_ref().unwrap().handle.store);
+    let types = async || -> Vec<(String, String)> {
+        store
+            .events(0, 10_000, &EventFilter::default())
+            .await
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| (e.event.event_type, e.event.subject))
+            .collect()
+    };
+    let eventually = async |what: &str, want: &dyn Fn(&[(String, String)]) -> bool| {
+        for _ in 0..300 {
+            if want(&types().await) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}: {:?}", types().await);
+    };
+    // The initial load: every row once, as snapshot events.
+    let stock_rows = server.query("SELECT * FROM STOCK_LEVEL").len();
+    eventually("the initial snapshot", &|t| {
+        t.iter()
+            .filter(|(ty, _)| ty == "inventory.snapshot")
+            .count()
+            == stock_rows
+            && t.iter().any(|(ty, _)| ty == "prices.snapshot")
+            && t.iter().any(|(ty, _)| ty == "sales.snapshot")
+    })
+    .await;
+
+    // A legacy application writes.
+    server.execute(&sql::stock_update("A1001", "S01", 77, berlin_now()));
+    server.execute(&sql::price_update("RETAIL", "A1001", "11.1100"));
+    eventually("the changes", &|t| {
+        t.iter()
+            .any(|(ty, s)| ty == "inventory.updated" && s == "A1001/S01")
+            && t.iter().any(|(ty, _)| ty == "prices.updated")
+    })
+    .await;
+    if let Some(capture) = app.capture.take() {
+        capture.shutdown().await;
+    }
+}
