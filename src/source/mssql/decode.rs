@@ -56,10 +56,12 @@ pub(super) fn cell(
         (FieldType::Timestamp, ColumnData::DateTimeOffset(_)) => Value::Timestamp(
             from_sql::<DateTime<FixedOffset>>(data).ok_or_else(|| fail("timestamp"))?,
         ),
-        (
-            FieldType::Timestamp,
-            ColumnData::DateTime(_) | ColumnData::SmallDateTime(_) | ColumnData::DateTime2(_),
-        ) => {
+        // DATETIME counts 1/300 s; SQL Server shows it rounded to the millisecond (.997,
+        // not .996666666), and so do we.
+        (FieldType::Timestamp, ColumnData::DateTime(_)) => Value::NaiveTimestamp(round_to_millis(
+            from_sql::<NaiveDateTime>(data).ok_or_else(|| fail("timestamp"))?,
+        )),
+        (FieldType::Timestamp, ColumnData::SmallDateTime(_) | ColumnData::DateTime2(_)) => {
             Value::NaiveTimestamp(from_sql::<NaiveDateTime>(data).ok_or_else(|| fail("timestamp"))?)
         }
         (FieldType::Timestamp, ColumnData::Date(_)) => Value::NaiveTimestamp(
@@ -78,6 +80,12 @@ pub(super) fn cell(
         _ => return via_text(col, ty, data),
     };
     Ok(value)
+}
+
+fn round_to_millis(ts: NaiveDateTime) -> NaiveDateTime {
+    let nanos = i64::from(ts.and_utc().timestamp_subsec_nanos());
+    let rounded = (nanos + 500_000) / 1_000_000 * 1_000_000;
+    ts + chrono::Duration::nanoseconds(rounded - nanos)
 }
 
 /// Through the value's text, like the ODBC source reads every value.
