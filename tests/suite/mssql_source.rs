@@ -127,6 +127,9 @@ async fn a_refused_login_is_not_ready_until_the_login_works_again() {
     assert_eq!(bridge.json("/v1/products/A1001").await["sku"], "A1001");
 }
 
+/// An event seen: its type and subject.
+type Seen = (String, String);
+
 /// The demo adapter's capture sections on SQL Server: a timestamp cursor (inventory), an
 /// integer cursor (sales) and snapshot-diff (prices) find what a legacy application writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +146,7 @@ async fn generic_capture_strategies_work_on_sql_server() {
         .unwrap();
     legacy_bridge::app::start_capture(&mut app).await.unwrap();
     let store = std::sync::Arc::clone(&app.capture.as_ref().unwrap().handle.store);
-    let types = async || -> Vec<(String, String)> {
+    let types = async || -> Vec<Seen> {
         store
             .events(0, 10_000, &EventFilter::default())
             .await
@@ -153,7 +156,7 @@ async fn generic_capture_strategies_work_on_sql_server() {
             .map(|e| (e.event.event_type, e.event.subject))
             .collect()
     };
-    let eventually = async |what: &str, want: &dyn Fn(&[(String, String)]) -> bool| {
+    let eventually = async |what: &str, want: &dyn Fn(&[Seen]) -> bool| {
         for _ in 0..300 {
             if want(&types().await) {
                 return;
