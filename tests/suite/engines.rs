@@ -50,20 +50,28 @@ fn connect(conn_str: &str) -> Connection<'static> {
         .unwrap_or_else(|e| panic!("cannot connect for test setup: {e}"))
 }
 
-/// Runs a script split on `;` at line ends (the demo SQL files follow that rule).
-pub fn run_script(conn_str: &str, path: &std::path::Path) {
+/// The statements of a script split on `;` at line ends (the demo SQL files follow that
+/// rule), without comment lines.
+pub fn script_statements(path: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).expect("read sql");
+    text.split(";\n")
+        .map(|stmt| {
+            stmt.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .trim()
+                .to_owned()
+        })
+        .filter(|body| !body.is_empty())
+        .collect()
+}
+
+/// Runs a script (see [`script_statements`]).
+pub fn run_script(conn_str: &str, path: &std::path::Path) {
     let conn = connect(conn_str);
-    for stmt in text.split(";\n") {
-        let body: String = stmt
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        if body.trim().is_empty() {
-            continue;
-        }
-        conn.execute(body.trim(), (), None)
+    for body in script_statements(path) {
+        conn.execute(&body, (), None)
             .unwrap_or_else(|e| panic!("{}: {e}\n{body}", path.display()));
     }
 }

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::engines::repo;
+use super::engines::{repo, script_statements};
 use super::harness::{Bridge, problem, start_with_source};
 use super::tds::{TdsOptions, TdsServer};
 
@@ -13,16 +13,8 @@ use super::tds::{TdsOptions, TdsServer};
 fn demo_server() -> TdsServer {
     let server = TdsServer::start(None, TdsOptions::default());
     for file in ["sql/demo/mssql/schema.sql", "sql/demo/seed.sql"] {
-        let text = std::fs::read_to_string(repo().join(file)).expect("read sql");
-        for stmt in text.split(";\n") {
-            let body: String = stmt
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            if !body.trim().is_empty() {
-                server.execute(&body);
-            }
+        for stmt in script_statements(&repo().join(file)) {
+            server.execute(&stmt);
         }
     }
     server
