@@ -49,6 +49,7 @@ pub async fn start_position(target: &Target) -> Result<serde_json::Value, Captur
             let now = database_now(target).await?;
             Ok(naive_bound(cursor, now - settle(target)).to_json())
         }
+        CursorKind::Rowversion => Ok(rowversion_bound(target).await?.to_json()),
         CursorKind::Integer => {
             let query = SelectQuery {
                 relation: target.resource.relation.clone(),
@@ -112,9 +113,12 @@ pub async fn run_cycle(
     };
     let now = match cursor.kind {
         CursorKind::Timestamp => Some(database_now(target).await?),
-        CursorKind::Integer => None,
+        CursorKind::Integer | CursorKind::Rowversion => None,
     };
-    let upper = now.map(|n| naive_bound(cursor, n - settle(target)));
+    let upper = match cursor.kind {
+        CursorKind::Rowversion => Some(rowversion_bound(target).await?),
+        _ => now.map(|n| naive_bound(cursor, n - settle(target))),
+    };
     // After a daylight-saving fall-back the legacy clock repeats an hour: the upper bound
     // drops below the checkpoint, and the window must follow it down or rows stamped in the
     // repeated hour would never be read.
@@ -227,6 +231,30 @@ async fn compare_with_state(
     Ok(found)
 }
 
+/// The highest rowversion every transaction below has committed: `MIN_ACTIVE_ROWVERSION()`
+/// minus one (not `@@DBTS`, which counts values of transactions still in flight).
+async fn rowversion_bound(target: &Target) -> Result<Value, CaptureError> {
+    let query = SelectQuery {
+        relation: crate::source::Relation::Query(
+            "SELECT MIN_ACTIVE_ROWVERSION() AS MIN_ACTIVE".into(),
+        ),
+        columns: vec![crate::source::SelectColumn {
+            name: "MIN_ACTIVE".into(),
+            decode: crate::model::FieldType::Integer,
+        }],
+        filter: Vec::new(),
+        order_by: Vec::new(),
+        limit: Some(1),
+    };
+    let rows = target.source.fetch(query).await?;
+    match rows.first().and_then(|r| r.first()) {
+        Some(Value::Int(min_active)) => Ok(Value::Int(min_active.saturating_sub(1))),
+        _ => Err(CaptureError::Config(
+            "MIN_ACTIVE_ROWVERSION() returned no value; rowversion cursors need SQL Server".into(),
+        )),
+    }
+}
+
 /// The checkpoint minus the lookback window.
 fn lower_bound(target: &Target, cursor: &CursorColumn, high: &Value) -> Value {
     match (cursor.kind, high) {
@@ -240,7 +268,7 @@ fn lower_bound(target: &Target, cursor: &CursorColumn, high: &Value) -> Value {
                 Duration::milliseconds(i64::try_from(target.def.lookback_ms).unwrap_or(i64::MAX));
             Value::Timestamp(ts.checked_sub_signed(lookback).unwrap_or(*ts))
         }
-        (CursorKind::Integer, Value::Int(i)) => Value::Int(
+        (CursorKind::Integer | CursorKind::Rowversion, Value::Int(i)) => Value::Int(
             i.saturating_sub(i64::try_from(target.def.lookback_values).unwrap_or(i64::MAX)),
         ),
         (_, other) => other.clone(),

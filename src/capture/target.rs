@@ -20,6 +20,10 @@ pub enum CursorKind {
     Timestamp,
     /// An incrementing id or rowversion-like number.
     Integer,
+    /// A SQL Server `rowversion`: read as an unsigned counter, bounded above by
+    /// `MIN_ACTIVE_ROWVERSION()` so a transaction still in flight (which stamped a lower
+    /// value than rows committed after it) is waited for rather than skipped.
+    Rowversion,
 }
 
 /// The column a `cursor` strategy polls on, resolved against the catalog.
@@ -65,11 +69,14 @@ impl CursorColumn {
                 )));
             }
             SqlType::Timestamp => CursorKind::Timestamp,
+            SqlType::Binary if type_name == "timestamp" || type_name == "rowversion" => {
+                CursorKind::Rowversion
+            }
             SqlType::Integer => CursorKind::Integer,
             SqlType::Decimal { scale: 0, .. } => CursorKind::Integer,
             _ => {
                 return Err(CaptureError::Config(format!(
-                    "cursor column `{}` is {}; a cursor must be an integer or a timestamp",
+                    "cursor column `{}` is {}; a cursor must be an integer, a timestamp or a SQL Server rowversion",
                     column.name, column.type_name
                 )));
             }
@@ -92,7 +99,7 @@ impl CursorColumn {
     pub fn decode_type(&self) -> FieldType {
         match self.kind {
             CursorKind::Timestamp => FieldType::Timestamp,
-            CursorKind::Integer => FieldType::Integer,
+            CursorKind::Integer | CursorKind::Rowversion => FieldType::Integer,
         }
     }
 }

@@ -324,3 +324,94 @@ async fn every_type_decodes_exactly() {
         nulls[0]
     );
 }
+
+/// A rowversion cursor reads only below `MIN_ACTIVE_ROWVERSION()`: a row stamped by a
+/// transaction still in flight has a lower rowversion than rows committed after it, and a
+/// cursor that ran ahead (to `@@DBTS`) would skip it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rowversion_cursor_waits_for_transactions_in_flight() {
+    use legacy_bridge::store::EventFilter;
+
+    let server = TdsServer::start(None, TdsOptions::default());
+    server.execute(
+        "CREATE TABLE STOCK_RV (ITEM_CODE NVARCHAR(10) NOT NULL PRIMARY KEY, QTY INT NOT NULL, RV ROWVERSION)",
+    );
+    server.execute("INSERT INTO STOCK_RV (ITEM_CODE, QTY) VALUES ('A', 1), ('B', 1)");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("adapter.toml"),
+        "[resources.stock_rv]\nsource = \"pos\"\ntable = \"STOCK_RV\"\nkey = \"sku\"\n\
+         [resources.stock_rv.fields]\nsku = { column = \"ITEM_CODE\", type = \"string\" }\n\
+         qty = { column = \"QTY\", type = \"integer\" }\n\
+         [resources.stock_rv.capture]\nstrategy = \"cursor\"\ncursor_column = \"RV\"\ninterval_ms = 100\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "adapters = [\"adapter.toml\"]\n[auth]\nmode = \"none\"\n{}",
+            source(&server, "")
+        ),
+    )
+    .unwrap();
+    let loaded = legacy_bridge::config::load(&dir.path().join("config.toml")).unwrap();
+    let mut app = legacy_bridge::app::build(loaded, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    legacy_bridge::app::start_capture(&mut app).await.unwrap();
+    let store = std::sync::Arc::clone(&app.capture.as_ref().unwrap().handle.store);
+    let seen = async || -> Vec<Seen> {
+        store
+            .events(0, 1000, &EventFilter::default())
+            .await
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| (e.event.event_type, e.event.subject))
+            .collect()
+    };
+    let has = |events: &[Seen], ty: &str, subject: &str| {
+        events.iter().any(|(t, s)| t == ty && s == subject)
+    };
+    for _ in 0..100 {
+        if seen().await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen().await.len(),
+        2,
+        "initial snapshot: {:?}",
+        seen().await
+    );
+
+    // GIVEN a transaction in flight holding the next rowversion, and a write committed after
+    // it (so stamped higher)
+    let held = server.hold_rowversion();
+    server.execute("UPDATE STOCK_RV SET QTY = 2 WHERE ITEM_CODE = 'A'");
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // THEN the cursor does not run past the transaction in flight,
+    assert!(
+        !has(&seen().await, "stock_rv.updated", "A"),
+        "read beyond MIN_ACTIVE_ROWVERSION(): {:?}",
+        seen().await
+    );
+    // AND once it commits, both changes are found.
+    held.commit("UPDATE STOCK_RV SET QTY = 3 WHERE ITEM_CODE = 'B'");
+    for _ in 0..100 {
+        let events = seen().await;
+        if has(&events, "stock_rv.updated", "A") && has(&events, "stock_rv.updated", "B") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let events = seen().await;
+    assert!(
+        has(&events, "stock_rv.updated", "A") && has(&events, "stock_rv.updated", "B"),
+        "{events:?}"
+    );
+    if let Some(capture) = app.capture.take() {
+        capture.shutdown().await;
+    }
+}

@@ -57,6 +57,10 @@ pub(super) fn bind(param: &Param) -> ColumnData<'static> {
     match &param.value {
         Value::Null => null_of(param.sql_type),
         Value::Bool(b) => ColumnData::Bit(Some(*b)),
+        // A rowversion compared with a counter: as the 8 big-endian bytes it is.
+        Value::Int(i) if param.sql_type == SqlType::Binary => {
+            ColumnData::Binary(Some(Cow::Owned(i.to_be_bytes().to_vec())))
+        }
         Value::Int(i) => ColumnData::I64(Some(*i)),
         Value::Decimal(d) => d.into_sql(),
         Value::Text(s) => {
