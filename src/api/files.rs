@@ -14,14 +14,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::changes::capture_of;
 use super::error::ApiError;
+use super::params::{ADMIN_MAX_LIMIT, admin_limit};
 use crate::auth::{ADMIN_READ, ADMIN_WRITE};
 use crate::capture::{Approval, CaptureState, ExportStatus};
 use crate::source::files::mirror::QuarantinedRow;
-
-/// Quarantined rows returned unless `limit` says otherwise.
-const DEFAULT_QUARANTINE_LIMIT: usize = 100;
-/// At most this many quarantined rows per request.
-const MAX_QUARANTINE_LIMIT: usize = 1_000;
 
 /// One file resource.
 #[derive(Debug, Serialize, ToSchema)]
@@ -188,16 +184,10 @@ pub async fn quarantine(
     let Query(params) = params.map_err(|_| {
         ApiError::param(
             "limit",
-            format!("must be a number between 1 and {MAX_QUARANTINE_LIMIT}"),
+            format!("must be a number between 1 and {ADMIN_MAX_LIMIT}"),
         )
     })?;
-    let limit = params.limit.unwrap_or(DEFAULT_QUARANTINE_LIMIT);
-    if !(1..=MAX_QUARANTINE_LIMIT).contains(&limit) {
-        return Err(ApiError::param(
-            "limit",
-            format!("must be between 1 and {MAX_QUARANTINE_LIMIT}"),
-        ));
-    }
+    let limit = admin_limit(params.limit)?;
     let not_found = || ApiError::NotFound(format!("resource `{resource}` is not a file resource"));
     let source_name = state
         .resources

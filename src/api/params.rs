@@ -170,3 +170,22 @@ fn listing_prefixed(resource: &Resource) -> String {
         format!(", {l}")
     }
 }
+
+/// Entries an operator list (quarantine, dead letters, audit log) returns unless `limit`
+/// says otherwise.
+pub const ADMIN_DEFAULT_LIMIT: usize = 100;
+/// At most this many entries per operator list request.
+pub const ADMIN_MAX_LIMIT: usize = 1_000;
+
+/// The `limit` of an operator list: the default when absent, else 1 to [`ADMIN_MAX_LIMIT`].
+pub fn admin_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(ADMIN_DEFAULT_LIMIT);
+    if (1..=ADMIN_MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::param(
+            "limit",
+            format!("must be between 1 and {ADMIN_MAX_LIMIT}"),
+        ))
+    }
+}

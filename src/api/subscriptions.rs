@@ -14,14 +14,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::ApiError;
+use super::params::admin_limit;
 use crate::auth::{ADMIN_READ, ADMIN_WRITE};
 use crate::delivery::{DeliveryHandle, SubscriptionStatus, metrics, statuses};
 use crate::store::{AuditEntry, Control, DeadLetter, SubscriptionState};
-
-/// Entries returned unless `limit` says otherwise.
-const DEFAULT_LIMIT: usize = 100;
-/// At most this many entries per request.
-const MAX_LIMIT: usize = 1_000;
 
 /// Every subscription, in configuration order.
 #[derive(Debug, Serialize, ToSchema)]
@@ -112,18 +108,6 @@ pub(super) fn delivery_of(state: &AppState) -> Result<&DeliveryHandle, ApiError>
         .ok_or_else(|| ApiError::NotFound("no subscription is configured".into()))
 }
 
-fn limit_of(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if (1..=MAX_LIMIT).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::param(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        ))
-    }
-}
-
 fn query_error(e: &QueryRejection) -> ApiError {
     ApiError::param("query", e.body_text())
 }
@@ -181,7 +165,7 @@ pub async fn dead_letters(
     let delivery = delivery_of(&state)?;
     state.auth.authorize(&headers, ADMIN_READ)?;
     let Query(params) = params.map_err(|e| query_error(&e))?;
-    let limit = limit_of(params.limit)?;
+    let limit = admin_limit(params.limit)?;
     known(delivery, &name)?;
     let dead_letters = delivery
         .store
@@ -411,7 +395,7 @@ pub async fn audit(
     let delivery = delivery_of(&state)?;
     state.auth.authorize(&headers, ADMIN_READ)?;
     let Query(params) = params.map_err(|e| query_error(&e))?;
-    let limit = limit_of(params.limit)?;
+    let limit = admin_limit(params.limit)?;
     let entries = delivery.store.audit_log(params.before, limit).await?;
     Ok(Json(AuditPage { entries }))
 }

@@ -415,3 +415,31 @@ async fn a_rowversion_cursor_waits_for_transactions_in_flight() {
         capture.shutdown().await;
     }
 }
+
+/// The per-query timeout protects the bridge from a slow SQL Server: the API answers 503 with
+/// Retry-After instead of waiting, and the connection that timed out is not reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_is_a_503_within_the_query_timeout() {
+    let server = demo_server();
+    let bridge = start_with_source(
+        &source(&server, "").replace("query_timeout_secs = 5", "query_timeout_secs = 1"),
+    )
+    .await;
+    assert_eq!(bridge.json("/v1/products/A1001").await["sku"], "A1001");
+    server.delay_responses(std::time::Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let resp = bridge.get("/v1/products/A1001").await;
+    assert!(
+        resp.headers().contains_key("retry-after"),
+        "{:?}",
+        resp.headers()
+    );
+    problem(resp, 503).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "answered before the server did: {:?}",
+        started.elapsed()
+    );
+    server.delay_responses(std::time::Duration::ZERO);
+    assert_eq!(bridge.json("/v1/products/A1001").await["sku"], "A1001");
+}

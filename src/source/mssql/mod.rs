@@ -104,15 +104,27 @@ impl MssqlSource {
 
     /// Whether to try again after `error` (transient, attempts left); waits the backoff.
     async fn again(&self, error: &SourceError, retry: bool, attempt: &mut u32) -> bool {
-        let transient = retry && error.kind == SourceErrorKind::Unavailable;
-        if !transient || *attempt >= self.retries {
-            return false;
-        }
-        *attempt += 1;
-        tracing::warn!(source = %self.name, attempt = *attempt, error = %error.message, "transient failure, retrying");
-        tokio::time::sleep(RETRY_BACKOFF * 2u32.saturating_pow(*attempt - 1)).await;
-        true
+        wait_to_retry(&self.name, self.retries, error, retry, attempt).await
     }
+}
+
+/// Whether a failed attempt may be tried again (a transient failure, retries left); if so,
+/// counts the attempt and waits the backoff first.
+async fn wait_to_retry(
+    source: &str,
+    retries: u32,
+    error: &SourceError,
+    retry: bool,
+    attempt: &mut u32,
+) -> bool {
+    let transient = retry && error.kind == SourceErrorKind::Unavailable;
+    if !transient || *attempt >= retries {
+        return false;
+    }
+    *attempt += 1;
+    tracing::warn!(source = %source, attempt = *attempt, error = %error.message, "transient failure, retrying");
+    tokio::time::sleep(RETRY_BACKOFF * 2u32.saturating_pow(*attempt - 1)).await;
+    true
 }
 
 /// Runs `$body` (an expression using the connection `$conn`, giving `Result<T, Failure>`)
@@ -353,14 +365,14 @@ impl Scanner {
             match self.once(sql, params, columns, &tx).await {
                 Ok(()) => return,
                 Err((error, sent_any, retry)) => {
-                    let transient = retry && error.kind == SourceErrorKind::Unavailable;
-                    if sent_any || !transient || attempt >= self.retries {
+                    // Once rows were sent, starting over would repeat them.
+                    let again = !sent_any
+                        && wait_to_retry(&self.name, self.retries, &error, retry, &mut attempt)
+                            .await;
+                    if !again {
                         let _ = tx.send(Err(error)).await;
                         return;
                     }
-                    attempt += 1;
-                    tracing::warn!(source = %self.name, attempt, error = %error.message, "scan failed before its first rows, retrying");
-                    tokio::time::sleep(RETRY_BACKOFF * 2u32.saturating_pow(attempt - 1)).await;
                 }
             }
         }
