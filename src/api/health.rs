@@ -39,7 +39,7 @@ pub struct SourceReadiness {
 pub struct CaptureReadiness {
     pub resource: String,
     pub state: CaptureState,
-    /// Why a resource is paused or failing, without secrets or row data (details are in
+    /// Why a resource is paused, stopped or failing, without secrets or row data (details are in
     /// `/admin/capture`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -105,10 +105,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Rea
             .map(capture_readiness)
             .collect::<Vec<_>>()
     });
-    let degraded = capture
-        .iter()
-        .flatten()
-        .any(|c| matches!(c.state, CaptureState::Paused | CaptureState::Failing));
+    let degraded = capture.iter().flatten().any(|c| {
+        matches!(
+            c.state,
+            CaptureState::Paused | CaptureState::Stopped | CaptureState::Failing
+        )
+    });
     let (code, status) = match (ready, degraded) {
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         (true, true) => (StatusCode::OK, "degraded"),
@@ -129,7 +131,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Rea
 /// for operators without secrets or row data (see `ResourceCaptureStatus`).
 fn capture_readiness(status: crate::capture::ResourceCaptureStatus) -> CaptureReadiness {
     let reason = match status.state {
-        CaptureState::Paused => Some(status.paused_reason.unwrap_or_else(|| "paused".to_owned())),
+        CaptureState::Paused | CaptureState::Stopped => Some(
+            status
+                .paused_reason
+                .unwrap_or_else(|| "stopped; see /admin/capture".to_owned()),
+        ),
         CaptureState::Failing => {
             Some("the last capture cycle failed; see /admin/capture".to_owned())
         }
@@ -139,5 +145,28 @@ fn capture_readiness(status: crate::capture::ResourceCaptureStatus) -> CaptureRe
         resource: status.resource,
         state: status.state,
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::StatusBoard;
+
+    #[test]
+    fn a_stopped_resource_shows_its_reason_without_a_key() {
+        let board = StatusBoard::default();
+        board.register("stock", "mssql-change-tracking");
+        board.update("stock", |s| {
+            s.state = CaptureState::Stopped;
+            s.paused_reason = Some("change tracking version 1 of dbo.STOCK has expired".into());
+            s.last_error = Some("host db01 refused".into());
+        });
+        let shown = capture_readiness(board.snapshot().remove(0));
+        assert_eq!(shown.state, CaptureState::Stopped);
+        assert_eq!(
+            shown.reason.as_deref(),
+            Some("change tracking version 1 of dbo.STOCK has expired")
+        );
     }
 }

@@ -10,14 +10,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::Utc;
-
 use super::CaptureError;
 use super::changelog_table::{ID_COLUMN, TABLE_COLUMN, key_column};
 use super::event::{Found, commit_found};
-use super::key::{Observed, TOMBSTONE, encode_key, key_json, observe, subject};
+use super::key::{Observed, observe};
+use super::recheck::{self, ChangedKey};
 use super::target::{Checkpoint, Target};
-use crate::model::{ChangeOp, ChangeOrigin, FieldType, Value};
+use crate::model::{ChangeOrigin, FieldType, Value};
 use crate::source::{
     CompareOp, OrderBy, Param, Predicate, Relation, SelectColumn, SelectQuery, SqlType,
 };
@@ -167,16 +166,11 @@ async fn diff_keys(
 ) -> Result<Vec<Found>, CaptureError> {
     let resource = &target.resource;
     let key_fields = resource.key_fields();
-    // The stored identity of each logged key: its raw values mapped like a row would be.
-    let mut wanted: Vec<(Vec<u8>, String, serde_json::Value)> = Vec::with_capacity(keys.len());
-    for raw in keys {
-        let mut values = Vec::with_capacity(raw.len());
-        for (f, v) in key_fields.iter().zip(raw) {
-            values.push(f.to_field_value(v.clone())?);
-        }
-        let refs: Vec<&Value> = values.iter().collect();
-        wanted.push((encode_key(&refs), subject(&refs), key_json(target, &refs)));
-    }
+    let position = serde_json::json!({"strategy": "changelog", "log_id": log_id});
+    let wanted = keys
+        .iter()
+        .map(|raw| ChangedKey::from_raw(target, raw, position.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut current: HashMap<Vec<u8>, Observed> = HashMap::new();
     for chunk in keys.chunks(KEYS_PER_QUERY) {
         let alternatives = chunk
@@ -210,53 +204,7 @@ async fn diff_keys(
             current.insert(o.key.clone(), o);
         }
     }
-    let known: HashMap<Vec<u8>, crate::store::KeyRecord> = store
-        .key_records(&target.name, wanted.iter().map(|w| w.0.clone()).collect())
-        .await?
-        .into_iter()
-        .map(|k| (k.state.key.clone(), k))
-        .collect();
-    let position = serde_json::json!({"strategy": "changelog", "log_id": log_id});
-    let mut found = Vec::new();
-    for (key, subj, key_json) in wanted {
-        let prior = known.get(&key);
-        let live = prior.filter(|p| p.state.hash != TOMBSTONE);
-        let prior_version = prior.map_or(0, |p| p.state.version);
-        let before = Some(live.map_or_else(|| "null".to_owned(), |p| p.record.clone()));
-        match (current.remove(&key), live) {
-            (Some(o), Some(p)) if p.state.hash == o.hash => {}
-            (Some(o), live) => found.push(Found {
-                op: if live.is_some() {
-                    ChangeOp::Updated
-                } else {
-                    ChangeOp::Created
-                },
-                key,
-                subject: o.subject,
-                key_json: o.key_json,
-                after: Some(o.json),
-                hash: o.hash,
-                prior_version,
-                before,
-                time: Utc::now(),
-                position: position.clone(),
-            }),
-            (None, Some(_)) => found.push(Found {
-                op: ChangeOp::Deleted,
-                key,
-                subject: subj,
-                key_json,
-                after: None,
-                hash: TOMBSTONE,
-                prior_version,
-                before,
-                time: Utc::now(),
-                position: position.clone(),
-            }),
-            (None, None) => {}
-        }
-    }
-    Ok(found)
+    recheck::diff(target, store, wanted, current).await
 }
 
 /// Deletes exactly the log rows read. A failure is reported but does not undo the commit:

@@ -12,16 +12,17 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
+use super::change_tracking::{self, Cycle};
 use super::snapshot::{Emit, PassStats, run_pass};
 use super::status::{CaptureState, ScanProgress, StatusBoard};
 use super::target::{Checkpoint, CursorColumn, Target};
 use super::{CaptureError, CaptureHandle, changelog, cursor, drift, export};
-use crate::config::{InitialLoad, LoadedConfig, StrategyKind};
+use crate::config::{InitialLoad, LoadedConfig, OnExpired, StrategyKind};
 use crate::model::ChangeOrigin;
 use crate::resource::Resource;
 use crate::source::files::watch::FolderChanges;
 use crate::source::{SourceErrorKind, Sources};
-use crate::store::Store;
+use crate::store::{Commit, Store};
 
 /// How often a running resource re-reads its table's columns to detect drift.
 const DRIFT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -227,6 +228,17 @@ impl Worker {
                         s.scan = None;
                     });
                 }
+                Err(CaptureError::Lost(reason)) => {
+                    failures = 0;
+                    if self.status.state(&name) != Some(CaptureState::Stopped) {
+                        tracing::error!(resource = %name, %reason, "capture stopped: changes were lost at the source");
+                    }
+                    self.status.update(&name, |s| {
+                        s.state = CaptureState::Stopped;
+                        s.paused_reason = Some(reason);
+                        s.scan = None;
+                    });
+                }
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     if matches!(&e, CaptureError::Source(se) if se.kind == SourceErrorKind::Query) {
@@ -316,6 +328,9 @@ impl Worker {
                 // Taken before the load: changes made while it runs are read afterwards.
                 cp.cursor = Some(cursor::start_position(target).await?);
             }
+            if target.def.strategy == StrategyKind::MssqlChangeTracking && cp.ct_version.is_none() {
+                cp.ct_version = Some(change_tracking::start_version(target).await?);
+            }
             let emit = match target.def.initial {
                 InitialLoad::Snapshot => Emit::All,
                 InitialLoad::None => Emit::Silent,
@@ -323,7 +338,20 @@ impl Worker {
             let stats = self.pass(cp, ChangeOrigin::Initial, emit).await?;
             return Ok(pass_outcome(stats));
         }
-        if resuming_resync || self.status.take_resync(&target.name) {
+        let resync_requested = !resuming_resync && self.status.take_resync(&target.name);
+        if resync_requested && target.def.strategy == StrategyKind::MssqlChangeTracking {
+            // A resync is also the way out of an expired version: it follows from now.
+            match change_tracking::start_version(target).await {
+                Ok(version) => cp.ct_version = Some(version),
+                Err(e) => {
+                    // Kept for the next step rather than dropped.
+                    self.status.request_resync(&target.name);
+                    return Err(e);
+                }
+            }
+            cp.ct_pending = None;
+        }
+        if resuming_resync || resync_requested {
             let stats = self.pass(cp, ChangeOrigin::Resync, Emit::All).await?;
             return Ok(pass_outcome(stats));
         }
@@ -350,6 +378,10 @@ impl Worker {
                 let stats = self.pass(cp, ChangeOrigin::Capture, Emit::Diff).await?;
                 return Ok(pass_outcome(stats));
             }
+            StrategyKind::MssqlChangeTracking => match self.change_tracking_cycle(cp).await? {
+                Some(outcome) => outcome,
+                None => return self.change_tracking_recovery(cp).await,
+            },
             StrategyKind::Export => unreachable!("export targets return above"),
         };
         if self.reconciliation_due(cp) {
@@ -361,6 +393,70 @@ impl Worker {
             outcome.last_seq = stats.last_seq.or(outcome.last_seq);
         }
         Ok(outcome)
+    }
+
+    /// A change-tracking cycle; `None` when a recovery pass is due instead (an expired
+    /// version under `on_expired = "reconcile"`, or no synced version yet).
+    async fn change_tracking_cycle(
+        &self,
+        cp: &mut Checkpoint,
+    ) -> Result<Option<StepOutcome>, CaptureError> {
+        let target = &self.target;
+        if cp.ct_pending.is_none() && cp.ct_version.is_none() {
+            // Switched to this strategy after the initial load: catch up by diff.
+            cp.ct_pending = Some(change_tracking::start_version(target).await?);
+        }
+        if cp.ct_pending.is_some() {
+            return Ok(None);
+        }
+        match change_tracking::run_cycle(target, self.store.as_ref(), cp).await? {
+            Cycle::Read(s) => Ok(Some(StepOutcome {
+                rows: s.rows,
+                changes: s.changes,
+                last_seq: s.last_seq,
+                lag_ms: None,
+            })),
+            Cycle::Expired(expiry) => {
+                let reason = expiry.describe(target);
+                match target.def.on_expired() {
+                    OnExpired::Stop => Err(CaptureError::Lost(reason)),
+                    OnExpired::Reconcile => {
+                        tracing::error!(resource = %target.name, %reason, "change tracking version expired; reconciling the whole table by diff");
+                        cp.ct_pending = Some(expiry.current);
+                        self.commit_checkpoint(cp).await?;
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The full diff pass a change-tracking resource catches up with; it follows from the
+    /// pending version once the pass is complete. A pass cut short runs again whole (diffs
+    /// emit nothing twice).
+    async fn change_tracking_recovery(
+        &self,
+        cp: &mut Checkpoint,
+    ) -> Result<StepOutcome, CaptureError> {
+        let stats = self
+            .pass(cp, ChangeOrigin::Reconciliation, Emit::Diff)
+            .await?;
+        cp.ct_version = cp.ct_pending.take();
+        cp.last_reconciliation_at = Some(Utc::now());
+        self.commit_checkpoint(cp).await?;
+        Ok(pass_outcome(stats))
+    }
+
+    async fn commit_checkpoint(&self, cp: &Checkpoint) -> Result<(), CaptureError> {
+        self.store
+            .commit(Commit {
+                resource: self.target.name.clone(),
+                events: Vec::new(),
+                state: Vec::new(),
+                checkpoint: Some(cp.to_stored()),
+            })
+            .await?;
+        Ok(())
     }
 
     fn reconciliation_due(&self, cp: &Checkpoint) -> bool {

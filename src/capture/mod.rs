@@ -3,6 +3,7 @@
 //! store in one transaction. Strategies only read the legacy system (except the changelog
 //! strategy's pruning of its own log table).
 
+mod change_tracking;
 mod changelog;
 pub mod changelog_ddl;
 pub mod changelog_table;
@@ -14,6 +15,7 @@ mod export;
 mod key;
 #[cfg(test)]
 mod model_tests;
+mod recheck;
 mod retention;
 mod snapshot;
 mod status;
@@ -63,6 +65,10 @@ pub enum CaptureError {
     /// The legacy table changed shape; the resource is paused.
     #[error("schema drift: {0}")]
     Drift(String),
+    /// Changes were lost at the source (SQL Server cleaned up change tracking history the
+    /// bridge had not read); the resource stops until an operator resyncs it.
+    #[error("{0}")]
+    Lost(String),
     /// The capture section does not fit the source.
     #[error("{0}")]
     Config(String),

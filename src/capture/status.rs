@@ -21,6 +21,9 @@ pub enum CaptureState {
     Running,
     /// Stopped on purpose until a condition clears (schema drift); see `paused_reason`.
     Paused,
+    /// Stopped because changes were lost at the source (an expired change-tracking
+    /// version); see `paused_reason`. Stays so until an operator asks for a resync.
+    Stopped,
     /// The last cycle failed (source down, store busy); retried every interval.
     Failing,
 }
@@ -40,10 +43,10 @@ pub struct ScanProgress {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ResourceCaptureStatus {
     pub resource: String,
-    /// `cursor`, `snapshot-diff` or `changelog`.
+    /// `cursor`, `snapshot-diff`, `changelog`, `export` or `mssql-change-tracking`.
     pub strategy: String,
     pub state: CaptureState,
-    /// Why the resource is paused; no secrets, no row data.
+    /// Why the resource is paused or stopped; no secrets, no row data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused_reason: Option<String>,
     /// The strategy's checkpoint as stored.

@@ -212,6 +212,14 @@ pub struct Checkpoint {
     /// `changelog`: the last log id processed (informational; the log itself is the queue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changelog_id: Option<i64>,
+    /// `mssql-change-tracking`: every change up to this version is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ct_version: Option<i64>,
+    /// `mssql-change-tracking`: a full diff pass is due (the synced version expired, or the
+    /// strategy was switched on for a resource already loaded); once it completes, changes
+    /// are followed from this version, taken before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ct_pending: Option<i64>,
     /// Full passes completed.
     #[serde(default)]
     pub passes: u64,

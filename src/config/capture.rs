@@ -34,6 +34,9 @@ pub enum StrategyKind {
     Changelog,
     /// Diff the newest complete export file against the previous one (file resources).
     Export,
+    /// Read SQL Server Change Tracking (`CHANGETABLE(CHANGES ...)`) joined back to the table,
+    /// in a snapshot transaction (sources of kind `mssql`).
+    MssqlChangeTracking,
 }
 
 impl StrategyKind {
@@ -44,6 +47,7 @@ impl StrategyKind {
             StrategyKind::SnapshotDiff => "snapshot-diff",
             StrategyKind::Changelog => "changelog",
             StrategyKind::Export => "export",
+            StrategyKind::MssqlChangeTracking => "mssql-change-tracking",
         }
     }
 }
@@ -57,6 +61,21 @@ pub enum InitialLoad {
     Snapshot,
     /// Record the current state silently and only emit later changes.
     None,
+}
+
+/// What `mssql-change-tracking` does when the version it synced to has expired (SQL Server
+/// cleaned up change history the bridge had not read yet, e.g. after an outage longer than
+/// the retention): changes were lost, so it never silently carries on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnExpired {
+    /// Stop the resource with the reason shown in `/admin/capture` and `/readyz` until an
+    /// operator asks for a resync.
+    #[default]
+    Stop,
+    /// Re-read the whole table at once and emit what differs from the last emitted state
+    /// (origin `reconciliation`), then follow changes from the version taken before it.
+    Reconcile,
 }
 
 /// `[resources.X.capture]`.
@@ -90,6 +109,9 @@ pub struct CaptureDef {
     /// `changelog` only: the log table the triggers write to.
     #[serde(default)]
     pub changelog_table: Option<String>,
+    /// `mssql-change-tracking` only: see [`OnExpired`] (default `stop`).
+    #[serde(default)]
+    pub on_expired: Option<OnExpired>,
 }
 
 fn default_interval_ms() -> u64 {
@@ -120,7 +142,13 @@ impl CaptureDef {
             lookback_ms: DEFAULT_LOOKBACK_MS,
             lookback_values: 0,
             changelog_table: None,
+            on_expired: None,
         }
+    }
+
+    /// What to do when the change-tracking version expired, defaulted.
+    pub fn on_expired(&self) -> OnExpired {
+        self.on_expired.unwrap_or_default()
     }
 
     /// The change-log table name, defaulted.
@@ -149,6 +177,18 @@ pub(super) fn validate_capture(file: &Path, at: &str, def: &CaptureDef) -> Resul
             "must be at least 1; leave it out to disable reconciliation",
         ));
     }
+    if def.on_expired.is_some() && def.strategy != StrategyKind::MssqlChangeTracking {
+        return Err(err(
+            "on_expired",
+            "only strategy `mssql-change-tracking` has a version that can expire",
+        ));
+    }
+    if def.changelog_table.is_some() && def.strategy != StrategyKind::Changelog {
+        return Err(err(
+            "changelog_table",
+            "only strategy `changelog` reads a change-log table",
+        ));
+    }
     match def.strategy {
         StrategyKind::Cursor if def.cursor_column.is_none() => Err(err(
             "cursor_column",
@@ -162,10 +202,6 @@ pub(super) fn validate_capture(file: &Path, at: &str, def: &CaptureDef) -> Resul
         StrategyKind::Export if def.reconcile_interval_secs.is_some() => Err(err(
             "reconcile_interval_secs",
             "strategy `export` reads whole files: there is nothing to reconcile",
-        )),
-        StrategyKind::SnapshotDiff if def.changelog_table.is_some() => Err(err(
-            "changelog_table",
-            "only strategy `changelog` reads a change-log table",
         )),
         _ => Ok(()),
     }
@@ -198,5 +234,22 @@ mod tests {
         let def = parse("strategy = \"cursor\"\ncursor_column = \"LAST_UPD\"\ninterval_ms = 10");
         let e = validate_capture(Path::new("a.toml"), "c", &def).unwrap_err();
         assert_eq!(e.key, "c.interval_ms");
+    }
+
+    #[test]
+    fn on_expired_belongs_to_change_tracking_only() {
+        let def = parse("strategy = \"mssql-change-tracking\"\non_expired = \"reconcile\"");
+        assert!(validate_capture(Path::new("a.toml"), "c", &def).is_ok());
+        assert_eq!(def.on_expired(), OnExpired::Reconcile);
+        assert_eq!(
+            parse("strategy = \"mssql-change-tracking\"").on_expired(),
+            OnExpired::Stop
+        );
+        let def = parse("strategy = \"snapshot-diff\"\non_expired = \"stop\"");
+        let e = validate_capture(Path::new("a.toml"), "c", &def).unwrap_err();
+        assert_eq!(e.key, "c.on_expired");
+        let def = parse("strategy = \"cursor\"\ncursor_column = \"X\"\nchangelog_table = \"L\"");
+        let e = validate_capture(Path::new("a.toml"), "c", &def).unwrap_err();
+        assert_eq!(e.key, "c.changelog_table");
     }
 }

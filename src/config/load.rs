@@ -370,6 +370,31 @@ fn validate_resource(
             "strategy `export` is for resources of a `files` source",
         ));
     }
+    if def
+        .capture
+        .as_ref()
+        .is_some_and(|c| c.strategy == StrategyKind::MssqlChangeTracking)
+    {
+        if !matches!(dep.sources.get(&def.source), Some(SourceConfig::Mssql(_))) {
+            return Err(ConfigError::new(
+                file,
+                format!("{at}.capture.strategy"),
+                format!(
+                    "strategy `mssql-change-tracking` reads SQL Server's change tracking: source \
+                     `{}` must be of kind \"mssql\" (over ODBC use `cursor`, `changelog` or \
+                     `snapshot-diff`)",
+                    def.source
+                ),
+            ));
+        }
+        if def.table.is_none() {
+            return Err(ConfigError::new(
+                file,
+                format!("{at}.capture.strategy"),
+                "strategy `mssql-change-tracking` follows a tracked `table`, not a `query`",
+            ));
+        }
+    }
     match (&def.table, &def.query) {
         _ if files_source => {}
         (Some(_), Some(_)) => {

@@ -16,7 +16,7 @@ mod mssql;
 pub use adapter::{AdapterFile, FieldDef, KeyDef, ResourceDef, Trim};
 pub use capture::{
     CaptureDef, DEFAULT_BATCH_SIZE, DEFAULT_CHANGELOG_TABLE, DEFAULT_INTERVAL_MS,
-    DEFAULT_LOOKBACK_MS, DEFAULT_SETTLE_MS, InitialLoad, StrategyKind,
+    DEFAULT_LOOKBACK_MS, DEFAULT_SETTLE_MS, InitialLoad, OnExpired, StrategyKind,
 };
 pub use delivery::{
     DEFAULT_DELIVERY_BATCH_SIZE, DEFAULT_MAX_RETRY_AFTER, DEFAULT_NATS_ACK_TIMEOUT_MS,

@@ -135,6 +135,67 @@ pub trait Source: Send + Sync {
     fn files(&self) -> Option<&files::FilesSource> {
         None
     }
+
+    /// SQL Server Change Tracking, which capture's `mssql-change-tracking` strategy reads;
+    /// `None` for sources that do not have it.
+    fn change_tracking(&self) -> Option<&dyn ChangeTracking> {
+        None
+    }
+}
+
+/// Change-tracking versions as one snapshot saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackingVersions {
+    /// `CHANGE_TRACKING_CURRENT_VERSION()`: the last committed version; the next read starts
+    /// after it. `None` when change tracking is off for the database.
+    pub current: Option<i64>,
+    /// `CHANGE_TRACKING_MIN_VALID_VERSION`: the oldest version whose changes are all still
+    /// kept for the table; `None` when change tracking is off for the table.
+    pub min_valid: Option<i64>,
+}
+
+/// What to read from a tracked table: the changes after `since`, each joined back to the
+/// table's current row.
+#[derive(Debug, Clone)]
+pub struct TrackedChangesQuery {
+    /// The tracked table (never a query).
+    pub table: Relation,
+    /// Its primary key columns, decoded as the key fields are.
+    pub key: Vec<SelectColumn>,
+    /// The columns of the current row to read.
+    pub columns: Vec<SelectColumn>,
+    /// The version everything up to which is already read.
+    pub since: i64,
+}
+
+/// The outcome of a change-tracking read.
+pub enum TrackedChanges {
+    /// `since` is older than the table's min valid version: changes were cleaned up unread.
+    /// Nothing was read.
+    Expired(TrackingVersions),
+    /// One row per key changed after `since`: `[SYS_CHANGE_VERSION, key..., columns...]`,
+    /// the columns all NULL when the row is gone; ordered by change version. Streamed like
+    /// [`Source::scan`] (end marker included) from one snapshot, so every change up to
+    /// `versions.current` is in it and nothing of a transaction is half there.
+    Rows {
+        versions: TrackingVersions,
+        rows: RowStream,
+    },
+}
+
+/// SQL Server Change Tracking, read in snapshot-isolation transactions.
+#[async_trait]
+pub trait ChangeTracking: Send + Sync {
+    /// The current version and the table's min valid version.
+    async fn tracking_versions(&self, table: &Relation) -> Result<TrackingVersions, SourceError>;
+
+    /// Checks `query.since` against the min valid version and, while it is valid, streams the
+    /// changes after it in batches of `batch_size`, all in one snapshot transaction.
+    async fn tracked_changes(
+        &self,
+        query: TrackedChangesQuery,
+        batch_size: usize,
+    ) -> Result<TrackedChanges, SourceError>;
 }
 
 /// The connected sources of a deployment, by name.

@@ -130,17 +130,11 @@ pub fn sales(capture: &str) -> String {
     )
 }
 
-/// Writes `config.toml` (auth off, source `pos`) and `adapter.toml` into `dir`.
-pub fn write_config(
-    dir: &std::path::Path,
-    connection_string: &str,
-    source_extra: &str,
-    adapter: &str,
-) -> PathBuf {
-    let text = format!(
-        "adapters = [\"adapter.toml\"]\n\n[auth]\nmode = \"none\"\n\n[sources.pos]\n\
-         kind = \"odbc\"\nconnection_string = {connection_string:?}\n{source_extra}\n"
-    );
+/// Writes `config.toml` (auth off, `source_section` being the whole `[sources.pos]` section,
+/// of any kind) and `adapter.toml` into `dir`.
+pub fn write_config(dir: &std::path::Path, source_section: &str, adapter: &str) -> PathBuf {
+    let text =
+        format!("adapters = [\"adapter.toml\"]\n\n[auth]\nmode = \"none\"\n\n{source_section}\n");
     let config = dir.join("config.toml");
     std::fs::write(&config, text).expect("write config");
     std::fs::write(
@@ -173,13 +167,26 @@ impl Rig {
         source_extra: &str,
         adapter: &str,
     ) -> Rig {
+        Self::build_on(
+            &format!("{engine:?}"),
+            &format!(
+                "[sources.pos]\nkind = \"odbc\"\nconnection_string = {connection_string:?}\n{source_extra}\n"
+            ),
+            adapter,
+        )
+        .await
+    }
+
+    /// Like [`Rig::build`], with the `[sources.pos]` section given whole (another source
+    /// kind, e.g. `mssql`); `label` names it in messages.
+    pub async fn build_on(label: &str, source_section: &str, adapter: &str) -> Rig {
         if std::env::var_os("RUST_LOG").is_some() {
             legacy_bridge::telemetry::init(false);
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(dir.path(), connection_string, source_extra, adapter);
+        let config = write_config(dir.path(), source_section, adapter);
         let mut rig = Rig {
-            label: format!("{engine:?}"),
+            label: label.to_owned(),
             dir,
             config,
             app: None,

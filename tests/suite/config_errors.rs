@@ -109,6 +109,23 @@ async fn bad_config_names_file_key_and_reason() {
         msg.contains("resources.inventory.capture.cursor_column: strategy `cursor` needs"),
         "{msg}"
     );
+    // SQL Server change tracking needs a SQL Server source.
+    let msg = start_error(
+        &db,
+        |a| {
+            a.replacen(
+                "strategy = \"snapshot-diff\"\ninterval_ms = 5000",
+                "strategy = \"mssql-change-tracking\"\ninterval_ms = 5000",
+                1,
+            )
+        },
+        "",
+    )
+    .await;
+    assert!(
+        msg.contains("resources.prices.capture.strategy: strategy `mssql-change-tracking` reads SQL Server's change tracking: source `pos` must be of kind \"mssql\""),
+        "{msg}"
+    );
     let msg = start_error(
         &db,
         |a| {

@@ -22,6 +22,7 @@ mod files_crash;
 mod files_formats;
 mod files_harness;
 mod harness;
+mod mssql_change_tracking;
 mod mssql_source;
 mod nats_server;
 mod nats_sink;

@@ -5,6 +5,7 @@
 //! API answers the same 503s and capture reacts the same way.
 
 mod catalog;
+mod change_tracking;
 mod decode;
 mod params;
 mod pool;
@@ -332,6 +333,10 @@ impl Source for MssqlSource {
         })
     }
 
+    fn change_tracking(&self) -> Option<&dyn super::ChangeTracking> {
+        Some(self)
+    }
+
     async fn ping(&self) -> Result<(), SourceError> {
         run!(self, |conn| async {
             Query::new("SELECT 1")
@@ -392,6 +397,34 @@ impl Scanner {
             .lease()
             .await
             .map_err(|(e, retry)| (e, false, retry))?;
+        match self.stream(lease.conn(), sql, params, columns, tx).await {
+            Ok(Streamed::Complete(rest)) => {
+                drop(lease);
+                finish(tx, rest).await;
+                Ok(())
+            }
+            Ok(Streamed::Abandoned) => {
+                lease.discard();
+                Ok(())
+            }
+            Err(failed) => {
+                lease.discard();
+                Err(failed)
+            }
+        }
+    }
+
+    /// Sends the rows of the first result of `sql` to `tx` in full batches. The connection is
+    /// clean only when the result was read to its end ([`Streamed::Complete`]); the error says
+    /// whether rows were sent already and whether a retry may pass.
+    async fn stream(
+        &self,
+        conn: &mut Connection,
+        sql: &str,
+        params: &[Param],
+        columns: &[SelectColumn],
+        tx: &Sender,
+    ) -> Result<Streamed, (SourceError, bool, bool)> {
         let timeout = |sent: bool| {
             (
                 SourceError::new(
@@ -409,7 +442,6 @@ impl Scanner {
             let c = pool::classify(&e);
             (SourceError::new(c.kind, c.message), sent, c.retry)
         };
-        let conn = lease.conn();
         let mut stream = match tokio::time::timeout(
             self.batch_timeout,
             prepare(sql, params).query(conn),
@@ -422,15 +454,11 @@ impl Scanner {
         };
         let mut batch = Vec::with_capacity(self.batch_size);
         let mut sent_any = false;
-        let mut clean = false;
-        let result = loop {
+        loop {
             let item = match tokio::time::timeout(self.batch_timeout, stream.try_next()).await {
-                Err(_) => break Err(timeout(sent_any)),
-                Ok(Err(e)) => break Err(db(e, sent_any)),
-                Ok(Ok(None)) => {
-                    clean = true;
-                    break Ok(());
-                }
+                Err(_) => return Err(timeout(sent_any)),
+                Ok(Err(e)) => return Err(db(e, sent_any)),
+                Ok(Ok(None)) => return Ok(Streamed::Complete(batch)),
                 Ok(Ok(Some(item))) => item,
             };
             let QueryItem::Row(row) = item else { continue };
@@ -439,29 +467,33 @@ impl Scanner {
             }
             match decode_row(&row, columns) {
                 Ok(decoded) => batch.push(decoded),
-                Err(e) => break Err((e, sent_any, false)),
+                Err(e) => return Err((e, sent_any, false)),
             }
             if batch.len() == self.batch_size {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(self.batch_size));
                 if tx.send(Ok(full)).await.is_err() {
                     // The consumer is gone; the rest of the result stays unread.
-                    break Ok(());
+                    return Ok(Streamed::Abandoned);
                 }
                 sent_any = true;
             }
-        };
-        drop(stream);
-        if !clean {
-            lease.discard();
         }
-        result?;
-        if clean {
-            if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
-                return Ok(());
-            }
-            // The end marker: the consumer knows the table was read to the end.
-            let _ = tx.send(Ok(Vec::new())).await;
-        }
-        Ok(())
     }
+}
+
+/// How a streamed result ended without error.
+enum Streamed {
+    /// Read to its end; the last, partial batch is still to be sent.
+    Complete(Vec<Row>),
+    /// The consumer dropped the stream; the rest of the result is unread.
+    Abandoned,
+}
+
+/// Sends the last batch and then the end marker, which tells the consumer the result was
+/// read to its end.
+async fn finish(tx: &Sender, rest: Vec<Row>) {
+    if !rest.is_empty() && tx.send(Ok(rest)).await.is_err() {
+        return;
+    }
+    let _ = tx.send(Ok(Vec::new())).await;
 }
