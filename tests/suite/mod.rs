@@ -23,6 +23,7 @@ mod files_formats;
 mod files_harness;
 mod harness;
 mod mssql_source;
+mod mssql_target;
 mod nats_server;
 mod nats_sink;
 mod openapi;
