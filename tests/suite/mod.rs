@@ -24,6 +24,7 @@ mod files_harness;
 mod harness;
 mod mssql_change_tracking;
 mod mssql_source;
+mod mssql_target;
 mod nats_server;
 mod nats_sink;
 mod openapi;

@@ -1,48 +1,50 @@
 //! The `mssql` source over TDS, against the TDS test harness (`tests/suite/tds`), which
-//! answers from SQLite: the demo schema of `sql/demo/mssql/` served as REST exactly as the
-//! ODBC engines serve it, and the failures a SQL Server gives (deadlock victim, connection
-//! dropped mid-result, login refused) answered the way the guarantees say.
+//! answers from SQLite, or against a real SQL Server when `MSSQL_TEST_URL` is set (see
+//! `mssql_target`): the demo schema of `sql/demo/mssql/` served as REST exactly as the ODBC
+//! engines serve it, and the failures a SQL Server gives (deadlock victim, connection dropped
+//! mid-result, login refused) answered the way the guarantees say. The tests of failures
+//! need the harness' fault injection and are skipped on a real server.
 
 use serde_json::json;
 
 use super::engines::{repo, script_statements};
 use super::harness::{Bridge, problem, start_with_source};
-use super::tds::{TdsOptions, TdsServer};
+use super::mssql_target::MssqlTarget;
 
-/// A harness holding the demo schema and seed.
-fn demo_server() -> TdsServer {
-    let server = TdsServer::start(None, TdsOptions::default());
+/// A target holding the demo schema and seed.
+async fn demo_target() -> MssqlTarget {
+    let target = MssqlTarget::start().await;
+    load_demo(&target).await;
+    target
+}
+
+/// The harness holding the demo schema, for a test that needs fault injection; `None` on a
+/// real server (saying on stderr that the test is skipped and `why`).
+async fn demo_harness(why: &str) -> Option<MssqlTarget> {
+    let target = MssqlTarget::harness_only(why)?;
+    load_demo(&target).await;
+    Some(target)
+}
+
+/// The demo schema (T-SQL, which the harness takes unchanged) and seed.
+async fn load_demo(target: &MssqlTarget) {
     for file in ["sql/demo/mssql/schema.sql", "sql/demo/seed.sql"] {
         for stmt in script_statements(&repo().join(file)) {
-            server.execute(&stmt);
+            target.setup(&stmt).await;
         }
     }
-    server
 }
 
-fn source(server: &TdsServer, extra: &str) -> String {
-    let o = TdsOptions::default();
-    format!(
-        "[sources.pos]\nkind = \"mssql\"\nhost = \"127.0.0.1\"\nport = {}\ndatabase = {:?}\n\
-         user = {:?}\npassword = {:?}\nencrypt = \"off\"\nquery_timeout_secs = 5\n\
-         connect_timeout_secs = 5\n{extra}",
-        server.addr().port(),
-        o.database,
-        o.user,
-        o.password
-    )
-}
-
-async fn bridge(server: &TdsServer) -> Bridge {
-    start_with_source(&source(server, "")).await
+async fn bridge(target: &MssqlTarget) -> Bridge {
+    start_with_source(&target.source_toml("")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rest_suite_on_the_tds_harness() {
-    let server = demo_server();
-    let bridge = bridge(&server).await;
+async fn rest_suite_on_sql_server() {
+    let target = demo_target().await;
+    let bridge = bridge(&target).await;
 
-    let items = server.query("SELECT COUNT(*) FROM ITEM_MASTER").len();
+    let items = target.query_rows("SELECT COUNT(*) FROM ITEM_MASTER").await;
     assert_eq!(items, 1);
     for limit in [1, 7, 500] {
         let all = bridge
@@ -72,8 +74,14 @@ async fn rest_suite_on_the_tds_harness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadlock_victim_is_retried_and_a_dropped_result_never_serves_a_wrong_page() {
-    let server = demo_server();
-    let bridge = bridge(&server).await;
+    let Some(target) =
+        demo_harness("it injects a deadlock victim (1205) and a connection dropped mid-result")
+            .await
+    else {
+        return;
+    };
+    let server = target.harness().expect("demo_harness gives the harness");
+    let bridge = bridge(&target).await;
     let expected = bridge.json("/v1/products?limit=5").await;
 
     // 1205 once: the query runs again and the answer is the same.
@@ -94,8 +102,15 @@ async fn a_deadlock_victim_is_retried_and_a_dropped_result_never_serves_a_wrong_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_login_is_not_ready_until_the_login_works_again() {
-    let mut server = demo_server();
-    let bridge = bridge(&server).await;
+    let Some(mut target) =
+        demo_harness("it restarts the server and makes it refuse the next login").await
+    else {
+        return;
+    };
+    let bridge = bridge(&target).await;
+    let server = target
+        .harness_mut()
+        .expect("demo_harness gives the harness");
     assert_eq!(bridge.get("/readyz").await.status(), 200);
     // The server restarts (every pooled connection dies) and refuses the next login.
     server.stop();
@@ -130,8 +145,8 @@ async fn generic_capture_strategies_work_on_sql_server() {
 
     use super::capture_harness::{berlin_now, sql};
 
-    let server = demo_server();
-    let (dir, _keys) = super::harness::write_config_with_source(&source(&server, ""));
+    let target = demo_target().await;
+    let (dir, _keys) = super::harness::write_config_with_source(&target.source_toml(""));
     let loaded = legacy_bridge::config::load(&dir.path().join("config.toml")).unwrap();
     let mut app = legacy_bridge::app::build(loaded, std::time::Duration::ZERO)
         .await
@@ -158,7 +173,7 @@ async fn generic_capture_strategies_work_on_sql_server() {
         panic!("timed out waiting for {what}: {:?}", types().await);
     };
     // The initial load: every row once, as snapshot events.
-    let stock_rows = server.query("SELECT * FROM STOCK_LEVEL").len();
+    let stock_rows = target.query_rows("SELECT * FROM STOCK_LEVEL").await;
     eventually("the initial snapshot", &|t| {
         t.iter()
             .filter(|(ty, _)| ty == "inventory.snapshot")
@@ -170,8 +185,12 @@ async fn generic_capture_strategies_work_on_sql_server() {
     .await;
 
     // A legacy application writes.
-    server.execute(&sql::stock_update("A1001", "S01", 77, berlin_now()));
-    server.execute(&sql::price_update("RETAIL", "A1001", "11.1100"));
+    target
+        .setup(&sql::stock_update("A1001", "S01", 77, berlin_now()))
+        .await;
+    target
+        .setup(&sql::price_update("RETAIL", "A1001", "11.1100"))
+        .await;
     eventually("the changes", &|t| {
         t.iter()
             .any(|(ty, s)| ty == "inventory.updated" && s == "A1001/S01")
@@ -192,14 +211,13 @@ async fn every_type_decodes_exactly() {
     use legacy_bridge::model::{FieldType, Value};
     use legacy_bridge::source::{Relation, SelectColumn, SelectQuery, Source, mssql::MssqlSource};
 
-    let server = TdsServer::start(None, TdsOptions::default());
-    server.execute(
-        "CREATE TABLE TYPES (ID INT NOT NULL PRIMARY KEY, TI TINYINT, SI SMALLINT, BI BIGINT, \
+    let target = MssqlTarget::start().await;
+    let create = "CREATE TABLE TYPES (ID INT NOT NULL PRIMARY KEY, TI TINYINT, SI SMALLINT, BI BIGINT, \
          DEC DECIMAL(12,4), NUM NUMERIC(38,10), MON MONEY, SMON SMALLMONEY, FLAG BIT, \
          CH CHAR(6), VCH VARCHAR(20), NCH NCHAR(4), NVCH NVARCHAR(MAX), TXT TEXT, NTXT NTEXT, \
          DT DATETIME, SDT SMALLDATETIME, DT2 DATETIME2(7), D DATE, T TIME(3), DTO DATETIMEOFFSET(2), \
-         G UNIQUEIDENTIFIER, BIN BINARY(3), VBIN VARBINARY(10), RV ROWVERSION)",
-    );
+         G UNIQUEIDENTIFIER, BIN BINARY(3), VBIN VARBINARY(10), RV ROWVERSION)";
+    target.setup(create).await;
     let client_sql = "INSERT INTO TYPES (ID, TI, SI, BI, DEC, NUM, MON, SMON, FLAG, CH, VCH, NCH, NVCH, TXT, NTXT, \
          DT, SDT, DT2, D, T, DTO, G, BIN, VBIN) VALUES (1, 255, -32768, 9007199254740993, \
          -12345678.1234, 12345.0123456789, 900719925474.0991, -214748.3648, 1, \
@@ -208,25 +226,12 @@ async fn every_type_decodes_exactly() {
          '2024-06-01 12:00:00.12 +02:00', '6F9619FF-8B86-D011-B42D-00C04FC964FF', @P1, @P2)";
     // Through TDS, so the harness stores each value as its column type says.
     {
-        use tokio_util::compat::TokioAsyncWriteCompatExt as _;
-        let config = tiberius::Config::from_ado_string(&server.connection_string()).unwrap();
-        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-        let mut client = Box::pin(tiberius::Client::connect(config, tcp.compat_write()))
-            .await
-            .unwrap();
+        let mut client = target.client().await;
         let (bin, vbin) = (vec![0x0Au8, 0x0B, 0x0C], vec![0x00u8, 0xFF]);
         client.execute(client_sql, &[&bin, &vbin]).await.unwrap();
     }
-    server.execute("INSERT INTO TYPES (ID) VALUES (2)");
-    let o = TdsOptions::default();
-    let cfg: MssqlSourceConfig = toml::from_str(&format!(
-        "host = \"127.0.0.1\"\nport = {}\ndatabase = {:?}\nuser = {:?}\npassword = {:?}\nencrypt = \"off\"",
-        server.addr().port(),
-        o.database,
-        o.user,
-        o.password
-    ))
-    .unwrap();
+    target.setup("INSERT INTO TYPES (ID) VALUES (2)").await;
+    let cfg: MssqlSourceConfig = toml::from_str(&target.connection_keys()).unwrap();
     let source = MssqlSource::open("types", &cfg);
     let columns = [
         ("TI", FieldType::Integer),
@@ -332,7 +337,12 @@ async fn every_type_decodes_exactly() {
 async fn a_rowversion_cursor_waits_for_transactions_in_flight() {
     use legacy_bridge::store::EventFilter;
 
-    let server = TdsServer::start(None, TdsOptions::default());
+    let Some(target) = MssqlTarget::harness_only(
+        "it holds a rowversion in flight with the harness' hold_rowversion()",
+    ) else {
+        return;
+    };
+    let server = target.harness().expect("harness_only gives the harness");
     server.execute(
         "CREATE TABLE STOCK_RV (ITEM_CODE NVARCHAR(10) NOT NULL PRIMARY KEY, QTY INT NOT NULL, RV ROWVERSION)",
     );
@@ -350,7 +360,7 @@ async fn a_rowversion_cursor_waits_for_transactions_in_flight() {
         dir.path().join("config.toml"),
         format!(
             "adapters = [\"adapter.toml\"]\n[auth]\nmode = \"none\"\n{}",
-            source(&server, "")
+            target.source_toml("")
         ),
     )
     .unwrap();
@@ -420,9 +430,14 @@ async fn a_rowversion_cursor_waits_for_transactions_in_flight() {
 /// Retry-After instead of waiting, and the connection that timed out is not reused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_server_is_a_503_within_the_query_timeout() {
-    let server = demo_server();
+    let Some(target) = demo_harness("it delays every response of the server").await else {
+        return;
+    };
+    let server = target.harness().expect("demo_harness gives the harness");
     let bridge = start_with_source(
-        &source(&server, "").replace("query_timeout_secs = 5", "query_timeout_secs = 1"),
+        &target
+            .source_toml("")
+            .replace("query_timeout_secs = 5", "query_timeout_secs = 1"),
     )
     .await;
     assert_eq!(bridge.json("/v1/products/A1001").await["sku"], "A1001");
