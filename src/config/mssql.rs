@@ -14,6 +14,8 @@ use super::error::ConfigError;
 
 /// SQL Server's default TCP port.
 pub const DEFAULT_MSSQL_PORT: u16 = 1433;
+/// The SQL Browser's port, asked for a named instance's port.
+pub const SQL_BROWSER_PORT: u16 = 1434;
 /// Retries of a query that failed transiently (deadlock victim 1205, connection reset).
 pub const DEFAULT_MSSQL_RETRIES: u32 = 3;
 /// Seconds to establish a connection (TCP, pre-login, TLS, login).
@@ -38,8 +40,9 @@ pub enum MssqlEncryption {
 #[serde(deny_unknown_fields)]
 pub struct MssqlSourceConfig {
     pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// The server's port, or with `instance` the SQL Browser's; see [`Self::port`].
+    #[serde(default)]
+    pub port: Option<u16>,
     /// A named instance (`SQLEXPRESS`): the port is asked from the SQL Browser service.
     #[serde(default)]
     pub instance: Option<String>,
@@ -71,6 +74,18 @@ pub struct MssqlSourceConfig {
     /// Schema of the tables when not `dbo`.
     #[serde(default)]
     pub schema: Option<String>,
+}
+
+impl MssqlSourceConfig {
+    /// The port to connect to: the configured one; else, for a named instance, the SQL
+    /// Browser's (which answers with the instance's port), else SQL Server's default.
+    pub fn port(&self) -> u16 {
+        match (self.port, &self.instance) {
+            (Some(port), _) => port,
+            (None, Some(_)) => SQL_BROWSER_PORT,
+            (None, None) => DEFAULT_MSSQL_PORT,
+        }
+    }
 }
 
 impl fmt::Debug for MssqlSourceConfig {
@@ -158,9 +173,6 @@ pub fn validate_mssql(path: &Path, name: &str, cfg: &MssqlSourceConfig) -> Resul
     Ok(())
 }
 
-fn default_port() -> u16 {
-    DEFAULT_MSSQL_PORT
-}
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
 }
@@ -191,7 +203,15 @@ mod tests {
     #[test]
     fn defaults_are_safe() {
         let cfg = parse(BASE);
-        assert_eq!(cfg.port, 1433);
+        assert_eq!(cfg.port(), 1433);
+        let named = parse(&format!("{BASE}instance = \"SQLEXPRESS\"\n"));
+        assert_eq!(
+            named.port(),
+            SQL_BROWSER_PORT,
+            "a named instance asks the SQL Browser"
+        );
+        let both = parse(&format!("{BASE}instance = \"SQLEXPRESS\"\nport = 2000\n"));
+        assert_eq!(both.port(), 2000);
         assert_eq!(cfg.encrypt, MssqlEncryption::Required);
         assert!(!cfg.trust_server_certificate);
         validate_mssql(Path::new("d.toml"), "erp", &cfg).unwrap();

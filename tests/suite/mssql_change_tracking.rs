@@ -2,7 +2,8 @@
 //! Change Tracking (`CHANGETABLE(CHANGES ...)`, current and min valid versions, cleanup):
 //! inserts, updates and deletes of a tracked table with a composite key are found once each;
 //! an expired version stops the resource with a clear reason (or, when configured, is
-//! reconciled by diff) and never silently skips what was cleaned up.
+//! reconciled by diff) and never silently skips what was cleaned up. On a real SQL Server
+//! (`MSSQL_TEST_URL`) the tests that need a forced cleanup or a cut connection are skipped.
 
 use std::time::Duration;
 
@@ -10,36 +11,56 @@ use legacy_bridge::capture::CaptureState;
 use legacy_bridge::model::StoredEvent;
 
 use super::capture_harness::{Rig, has, matching, show};
-use super::tds::{TdsOptions, TdsServer};
+use super::mssql_target::MssqlTarget;
 
 const RESOURCE: &str = "stock";
 
-/// A harness with a tracked `STOCK_CT` table (composite key) holding two rows.
-fn tracked_server() -> TdsServer {
-    let server = TdsServer::start(None, TdsOptions::default());
-    server.execute(
-        "CREATE TABLE STOCK_CT (ITEM_CODE NVARCHAR(10) NOT NULL, LOC NCHAR(3) NOT NULL, \
-         QTY INT NOT NULL, PRICE DECIMAL(12,4), PRIMARY KEY (ITEM_CODE, LOC))",
-    );
-    server.enable_change_tracking("dbo.STOCK_CT");
-    server.execute(
-        "INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY, PRICE) VALUES \
-         ('A', 'S01', 1, 1.5), ('B', 'S01', 2, 2.25)",
-    );
-    server
+const CREATE_TABLE: &str = "CREATE TABLE STOCK_CT (ITEM_CODE NVARCHAR(10) NOT NULL, \
+     LOC NCHAR(3) NOT NULL, QTY INT NOT NULL, PRICE DECIMAL(12,4), PRIMARY KEY (ITEM_CODE, LOC))";
+
+/// Enables change tracking on `STOCK_CT` (and, on a real server, what it needs first:
+/// snapshot isolation and change tracking on the database, as
+/// `sql/mssql/enable-change-tracking.sql` does).
+async fn enable_change_tracking(target: &MssqlTarget) {
+    match target.harness() {
+        Some(server) => server.enable_change_tracking("dbo.STOCK_CT"),
+        None => {
+            target
+                .setup(
+                    "ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON; \
+                     ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON \
+                     (CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON); \
+                     ALTER TABLE dbo.STOCK_CT ENABLE CHANGE_TRACKING",
+                )
+                .await;
+        }
+    }
 }
 
-fn source_section(server: &TdsServer) -> String {
-    let o = TdsOptions::default();
-    format!(
-        "[sources.pos]\nkind = \"mssql\"\nhost = \"127.0.0.1\"\nport = {}\ndatabase = {:?}\n\
-         user = {:?}\npassword = {:?}\nencrypt = \"off\"\nquery_timeout_secs = 5\n\
-         connect_timeout_secs = 5\n",
-        server.addr().port(),
-        o.database,
-        o.user,
-        o.password
-    )
+/// A tracked `STOCK_CT` table (composite key) holding two rows, on `target`.
+async fn tracked(target: MssqlTarget) -> MssqlTarget {
+    target.setup(CREATE_TABLE).await;
+    enable_change_tracking(&target).await;
+    target
+        .setup(
+            "INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY, PRICE) VALUES \
+             ('A', 'S01', 1, 1.5), ('B', 'S01', 2, 2.25)",
+        )
+        .await;
+    target
+}
+
+/// `CHANGE_TRACKING_CURRENT_VERSION()`, asked over TDS.
+async fn current_version(target: &MssqlTarget) -> Option<i64> {
+    let mut client = target.client().await;
+    let row = client
+        .simple_query("SELECT CHANGE_TRACKING_CURRENT_VERSION()")
+        .await
+        .expect("query the version")
+        .into_row()
+        .await
+        .expect("read the version");
+    row.and_then(|r| r.get::<i64, _>(0))
 }
 
 fn adapter(capture_extra: &str) -> String {
@@ -54,10 +75,10 @@ fn adapter(capture_extra: &str) -> String {
     )
 }
 
-async fn rig(server: &TdsServer, capture_extra: &str) -> Rig {
+async fn rig(target: &MssqlTarget, capture_extra: &str) -> Rig {
     let mut rig = Rig::build_on(
         "mssql-change-tracking",
-        &source_section(server),
+        &target.source_toml(""),
         &adapter(capture_extra),
     )
     .await;
@@ -78,8 +99,8 @@ fn synced_version(rig: &Rig) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_tracking_finds_inserts_updates_and_deletes_once() {
-    let server = tracked_server();
-    let rig = rig(&server, "").await;
+    let target = tracked(MssqlTarget::start().await).await;
+    let rig = rig(&target, "").await;
     rig.wait_for("the initial snapshot", |e| {
         has(e, "stock.snapshot", "A/S01") && has(e, "stock.snapshot", "B/S01")
     })
@@ -87,15 +108,25 @@ async fn change_tracking_finds_inserts_updates_and_deletes_once() {
     rig.wait_running(RESOURCE).await;
 
     // A legacy application writes: five changes in three transactions, more than a batch.
-    server.execute(
-        "INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY, PRICE) VALUES ('C', 'S01', 3, 3), \
+    target
+        .setup(
+            "INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY, PRICE) VALUES ('C', 'S01', 3, 3), \
          ('C', 'S02', 4, 4)",
-    );
-    server.execute("UPDATE STOCK_CT SET QTY = 10, PRICE = 9.99 WHERE ITEM_CODE = 'A'");
-    server.execute("DELETE FROM STOCK_CT WHERE ITEM_CODE = 'B'");
+        )
+        .await;
+    target
+        .setup("UPDATE STOCK_CT SET QTY = 10, PRICE = 9.99 WHERE ITEM_CODE = 'A'")
+        .await;
+    target
+        .setup("DELETE FROM STOCK_CT WHERE ITEM_CODE = 'B'")
+        .await;
     // A row changed and changed back within one cycle's reach is no change at all.
-    server.execute("UPDATE STOCK_CT SET QTY = QTY + 1 WHERE ITEM_CODE = 'C' AND LOC = 'S02'");
-    server.execute("UPDATE STOCK_CT SET QTY = QTY - 1 WHERE ITEM_CODE = 'C' AND LOC = 'S02'");
+    target
+        .setup("UPDATE STOCK_CT SET QTY = QTY + 1 WHERE ITEM_CODE = 'C' AND LOC = 'S02'")
+        .await;
+    target
+        .setup("UPDATE STOCK_CT SET QTY = QTY - 1 WHERE ITEM_CODE = 'C' AND LOC = 'S02'")
+        .await;
     let events = rig
         .wait_for("the changes", |e| {
             has(e, "stock.created", "C/S01")
@@ -128,7 +159,7 @@ async fn change_tracking_finds_inserts_updates_and_deletes_once() {
         );
     }
     assert_eq!(events.len(), 6, "{}", show(&events));
-    assert_eq!(synced_version(&rig), server.change_tracking_version());
+    assert_eq!(synced_version(&rig), current_version(&target).await);
 }
 
 /// The outage outlives the retention: SQL Server cleans up changes the bridge never read.
@@ -136,8 +167,12 @@ async fn change_tracking_finds_inserts_updates_and_deletes_once() {
 /// back and it follows changes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_version_stops_the_resource_with_a_clear_reason() {
-    let server = tracked_server();
-    let mut rig = rig(&server, "").await;
+    let Some(target) = MssqlTarget::harness_only("a forced change-tracking cleanup") else {
+        return;
+    };
+    let target = tracked(target).await;
+    let server = target.harness().expect("the harness");
+    let mut rig = rig(&target, "").await;
     rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
     rig.wait_running(RESOURCE).await;
     let synced = synced_version(&rig).expect("a synced version");
@@ -193,8 +228,12 @@ async fn an_expired_version_stops_the_resource_with_a_clear_reason() {
 /// table: exactly the changes that were lost, then changes are followed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_version_is_reconciled_when_configured() {
-    let server = tracked_server();
-    let mut rig = rig(&server, "on_expired = \"reconcile\"\n").await;
+    let Some(target) = MssqlTarget::harness_only("a forced change-tracking cleanup") else {
+        return;
+    };
+    let target = tracked(target).await;
+    let server = target.harness().expect("the harness");
+    let mut rig = rig(&target, "on_expired = \"reconcile\"\n").await;
     rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
     rig.wait_running(RESOURCE).await;
 
@@ -237,13 +276,12 @@ async fn an_expired_version_is_reconciled_when_configured() {
 /// and names the script, and starts once a DBA enabled it, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_without_change_tracking_is_a_clear_error_until_enabled() {
-    let server = TdsServer::start(None, TdsOptions::default());
-    server.execute(
-        "CREATE TABLE STOCK_CT (ITEM_CODE NVARCHAR(10) NOT NULL, LOC NCHAR(3) NOT NULL, \
-         QTY INT NOT NULL, PRICE DECIMAL(12,4), PRIMARY KEY (ITEM_CODE, LOC))",
-    );
-    server.execute("INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY) VALUES ('A', 'S01', 1)");
-    let mut rig = rig(&server, "").await;
+    let target = MssqlTarget::start().await;
+    target.setup(CREATE_TABLE).await;
+    target
+        .setup("INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY) VALUES ('A', 'S01', 1)")
+        .await;
+    let mut rig = rig(&target, "").await;
     let status = rig
         .wait_status(RESOURCE, "failing", |s| s.state == CaptureState::Failing)
         .await;
@@ -253,7 +291,7 @@ async fn a_table_without_change_tracking_is_a_clear_error_until_enabled() {
             && error.contains("sql/mssql/enable-change-tracking.sql"),
         "{error}"
     );
-    server.enable_change_tracking("dbo.STOCK_CT");
+    enable_change_tracking(&target).await;
     rig.wait_for("the initial snapshot", |e| {
         has(e, "stock.snapshot", "A/S01")
     })
@@ -266,8 +304,12 @@ async fn a_table_without_change_tracking_is_a_clear_error_until_enabled() {
 /// reads the changes again and those already emitted are suppressed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_cut_mid_result_loses_and_repeats_nothing() {
-    let server = tracked_server();
-    let rig = rig(&server, "").await;
+    let Some(target) = MssqlTarget::harness_only("a connection dropped mid-result") else {
+        return;
+    };
+    let target = tracked(target).await;
+    let server = target.harness().expect("the harness");
+    let rig = rig(&target, "").await;
     rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
     rig.wait_running(RESOURCE).await;
 

@@ -72,7 +72,7 @@ impl Pool {
     pub(super) fn new(name: &str, cfg: &MssqlSourceConfig) -> Self {
         let mut config = Config::new();
         config.host(&cfg.host);
-        config.port(cfg.port);
+        config.port(cfg.port());
         if let Some(instance) = &cfg.instance {
             config.instance_name(instance);
         }
