@@ -14,8 +14,9 @@ ALTER DATABASE [$(Database)] SET ALLOW_SNAPSHOT_ISOLATION ON;
 GO
 
 -- Retention: how long changes stay readable. If the bridge is stopped longer than this, the
--- resource stops with "change tracking version expired" and re-snapshots only as its
--- capture section says. Keep it well above the longest outage you expect.
+-- resource stops with "change tracking version ... has expired" until an operator resyncs it
+-- (or, with capture.on_expired = "reconcile", diffs the whole table once). Keep it well above
+-- the longest outage you expect.
 IF NOT EXISTS (SELECT 1 FROM sys.change_tracking_databases WHERE database_id = DB_ID())
     ALTER DATABASE [$(Database)]
         SET CHANGE_TRACKING = ON (CHANGE_RETENTION = $(RetentionDays) DAYS, AUTO_CLEANUP = ON);
