@@ -146,6 +146,11 @@ pub async fn resync_once(
     progress: impl FnMut(u64),
 ) -> Result<PassStats, CaptureError> {
     let mut checkpoint = Checkpoint::from_stored(store.checkpoint(&target.name).await?)?;
+    if target.def.strategy == StrategyKind::MssqlChangeTracking {
+        // As in the service: the resync is the way out of an expired version.
+        checkpoint.ct_version = Some(change_tracking::start_version(target).await?);
+        checkpoint.ct_pending = None;
+    }
     run_pass(
         target,
         store,

@@ -340,3 +340,48 @@ async fn a_read_cut_mid_result_loses_and_repeats_nothing() {
         "the read was cut, so the bridge had to log in again"
     );
 }
+
+/// The offline `resync` command is a way out of an expired version too: it re-emits every
+/// row and moves the synced version to one taken before its pass, so the service follows
+/// changes again when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resync_command_recovers_an_expired_version() {
+    let Some(target) = MssqlTarget::harness_only("a forced change-tracking cleanup") else {
+        return;
+    };
+    let target = tracked(target).await;
+    let server = target.harness().expect("the harness");
+    let mut rig = rig(&target, "").await;
+    rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
+    rig.wait_running(RESOURCE).await;
+    rig.stop().await;
+    server.execute("UPDATE STOCK_CT SET QTY = 5 WHERE ITEM_CODE = 'A'");
+    server.cleanup_change_tracking("dbo.STOCK_CT");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_legacy-bridge"))
+        .args(["resync", "-c"])
+        .arg(rig.config_path())
+        .args(["--resource", RESOURCE])
+        .output()
+        .expect("run legacy-bridge resync");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    rig.start_capture().await;
+    rig.wait_running(RESOURCE).await;
+    server.execute("UPDATE STOCK_CT SET QTY = 9 WHERE ITEM_CODE = 'B'");
+    let events = rig
+        .wait_for("a change after the resync", |e| {
+            has(e, "stock.updated", "B/S01")
+        })
+        .await;
+    let a = matching(&events, "stock.snapshot", "A/S01");
+    assert_eq!(a.len(), 2, "{}", show(&events));
+    assert_eq!(a[1].event.data["origin"], "resync");
+    assert_eq!(a[1].event.data["after"]["qty"], 5);
+    assert_eq!(rig.status(RESOURCE).state, CaptureState::Running);
+    rig.stop().await;
+}

@@ -597,7 +597,7 @@ mod tests {
             "server=tcp:sql01.example,14330;user=sa;password=Pa55$w0rd=;TrustServerCertificate=true",
         );
         assert_eq!(
-            (cfg.host.as_str(), cfg.port, cfg.instance.as_deref()),
+            (cfg.host.as_str(), cfg.port(), cfg.instance.as_deref()),
             ("sql01.example", 14330, None)
         );
         assert_eq!(
@@ -641,19 +641,19 @@ mod tests {
         let cfg = loaded(r"Data Source=(local)\SQLEXPRESS;User ID=bridge;Pwd='a;b=''c'''");
         assert_eq!(cfg.host, "localhost");
         assert_eq!(cfg.instance.as_deref(), Some("SQLEXPRESS"));
-        assert_eq!(cfg.port, 1434, "SQL Browser's port, as tiberius asks it");
+        assert_eq!(cfg.port(), 1434, "SQL Browser's port, as tiberius asks it");
         assert_eq!(
             (cfg.user.as_str(), cfg.password.as_str()),
             ("bridge", "a;b='c'")
         );
         let cfg = loaded(r"server=.\SQL2019,1500;uid=u;password={p;w}");
         assert_eq!(
-            (cfg.host.as_str(), cfg.port, cfg.instance.as_deref()),
+            (cfg.host.as_str(), cfg.port(), cfg.instance.as_deref()),
             ("localhost", 1500, Some("SQL2019"))
         );
         assert_eq!(cfg.password, "p;w");
         let cfg = loaded("server=db;user=u;password=\"x\"\"y\"");
-        assert_eq!((cfg.port, cfg.password.as_str()), (1433, "x\"y"));
+        assert_eq!((cfg.port(), cfg.password.as_str()), (1433, "x\"y"));
     }
 
     #[test]
