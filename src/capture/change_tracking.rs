@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use super::CaptureError;
-use super::event::{Found, commit_found};
+use super::event::{CycleStats, Found, commit_found};
 use super::key::observe;
 use super::recheck::{self, ChangedKey};
 use super::target::{Checkpoint, Target};
@@ -26,14 +26,6 @@ use crate::source::{
     ChangeTracking, SelectColumn, TrackedChanges, TrackedChangesQuery, TrackingVersions,
 };
 use crate::store::Store;
-
-/// Counters of one change-tracking cycle.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CycleStats {
-    pub rows: u64,
-    pub changes: u64,
-    pub last_seq: Option<u64>,
-}
 
 /// What a cycle found.
 pub enum Cycle {
@@ -88,8 +80,8 @@ pub async fn start_version(target: &Target) -> Result<i64, CaptureError> {
             min_valid: Some(_),
         } => Ok(current),
         _ => Err(CaptureError::Config(format!(
-            "change tracking is not enabled on {} (or the login lacks VIEW CHANGE TRACKING); \
-             see sql/mssql/enable-change-tracking.sql",
+            "change tracking is not enabled on {} or its database (or the login lacks VIEW \
+             CHANGE TRACKING); see sql/mssql/enable-change-tracking.sql",
             target.resource.relation.describe()
         ))),
     }
@@ -204,15 +196,7 @@ async fn commit(
     checkpoint: &Checkpoint,
     stats: &mut CycleStats,
 ) -> Result<(), CaptureError> {
-    let committed = commit_found(
-        target,
-        store,
-        ChangeOrigin::Capture,
-        found,
-        checkpoint.to_stored(),
-    )
-    .await?;
-    stats.changes += committed.events;
-    stats.last_seq = committed.last_seq.or(stats.last_seq);
+    let stored = checkpoint.to_stored();
+    stats.record(commit_found(target, store, ChangeOrigin::Capture, found, stored).await?);
     Ok(())
 }

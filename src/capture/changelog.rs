@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::CaptureError;
 use super::changelog_table::{ID_COLUMN, TABLE_COLUMN, key_column};
-use super::event::{Found, commit_found};
+use super::event::{CycleStats, Found, commit_found};
 use super::key::{Observed, observe};
 use super::recheck::{self, ChangedKey};
 use super::target::{Checkpoint, Target};
@@ -26,14 +26,6 @@ use crate::store::Store;
 const KEYS_PER_QUERY: usize = 100;
 /// Log ids deleted per statement.
 const IDS_PER_PRUNE: usize = 200;
-
-/// Counters of one changelog cycle.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CycleStats {
-    pub rows: u64,
-    pub changes: u64,
-    pub last_seq: Option<u64>,
-}
 
 /// The log table, in the resource table's schema.
 fn log_relation(target: &Target) -> Relation {
@@ -147,8 +139,7 @@ pub async fn run_cycle(
             checkpoint.to_stored(),
         )
         .await?;
-        stats.changes += committed.events;
-        stats.last_seq = committed.last_seq.or(stats.last_seq);
+        stats.record(committed);
         prune(target, &table, &ids).await?;
         if !full {
             break;

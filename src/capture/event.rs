@@ -185,6 +185,22 @@ pub struct Committed {
     pub last_seq: Option<u64>,
 }
 
+/// Counters of one strategy cycle that reads changed keys (changelog, change tracking).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CycleStats {
+    pub rows: u64,
+    pub changes: u64,
+    pub last_seq: Option<u64>,
+}
+
+impl CycleStats {
+    /// Counts a commit of the cycle.
+    pub fn record(&mut self, committed: Committed) {
+        self.changes += committed.events;
+        self.last_seq = committed.last_seq.or(self.last_seq);
+    }
+}
+
 /// Materializes `found` and commits it with `checkpoint` in one transaction.
 pub async fn commit_found(
     target: &Target,

@@ -50,6 +50,16 @@ async fn tracked(target: MssqlTarget) -> MssqlTarget {
     target
 }
 
+/// For a test that needs the harness (`why`): a tracked table, and the bridge following it
+/// once its initial snapshot is emitted.
+async fn following_on_harness(why: &str, capture_extra: &str) -> Option<(MssqlTarget, Rig)> {
+    let target = tracked(MssqlTarget::harness_only(why)?).await;
+    let rig = rig(&target, capture_extra).await;
+    rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
+    rig.wait_running(RESOURCE).await;
+    Some((target, rig))
+}
+
 /// `CHANGE_TRACKING_CURRENT_VERSION()`, asked over TDS.
 async fn current_version(target: &MssqlTarget) -> Option<i64> {
     let mut client = target.client().await;
@@ -167,14 +177,12 @@ async fn change_tracking_finds_inserts_updates_and_deletes_once() {
 /// back and it follows changes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_version_stops_the_resource_with_a_clear_reason() {
-    let Some(target) = MssqlTarget::harness_only("a forced change-tracking cleanup") else {
+    let Some((target, mut rig)) =
+        following_on_harness("a forced change-tracking cleanup", "").await
+    else {
         return;
     };
-    let target = tracked(target).await;
     let server = target.harness().expect("the harness");
-    let mut rig = rig(&target, "").await;
-    rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
-    rig.wait_running(RESOURCE).await;
     let synced = synced_version(&rig).expect("a synced version");
 
     rig.stop().await;
@@ -228,14 +236,15 @@ async fn an_expired_version_stops_the_resource_with_a_clear_reason() {
 /// table: exactly the changes that were lost, then changes are followed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_version_is_reconciled_when_configured() {
-    let Some(target) = MssqlTarget::harness_only("a forced change-tracking cleanup") else {
+    let Some((target, mut rig)) = following_on_harness(
+        "a forced change-tracking cleanup",
+        "on_expired = \"reconcile\"\n",
+    )
+    .await
+    else {
         return;
     };
-    let target = tracked(target).await;
     let server = target.harness().expect("the harness");
-    let mut rig = rig(&target, "on_expired = \"reconcile\"\n").await;
-    rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
-    rig.wait_running(RESOURCE).await;
 
     rig.stop().await;
     server.execute("UPDATE STOCK_CT SET QTY = 5 WHERE ITEM_CODE = 'A'");
@@ -304,14 +313,11 @@ async fn a_table_without_change_tracking_is_a_clear_error_until_enabled() {
 /// reads the changes again and those already emitted are suppressed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_cut_mid_result_loses_and_repeats_nothing() {
-    let Some(target) = MssqlTarget::harness_only("a connection dropped mid-result") else {
+    let Some((target, rig)) = following_on_harness("a connection dropped mid-result", "").await
+    else {
         return;
     };
-    let target = tracked(target).await;
     let server = target.harness().expect("the harness");
-    let rig = rig(&target, "").await;
-    rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
-    rig.wait_running(RESOURCE).await;
 
     let logins = server.login_count();
     server.drop_connection_after_rows(5);
@@ -346,14 +352,12 @@ async fn a_read_cut_mid_result_loses_and_repeats_nothing() {
 /// changes again when it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_resync_command_recovers_an_expired_version() {
-    let Some(target) = MssqlTarget::harness_only("a forced change-tracking cleanup") else {
+    let Some((target, mut rig)) =
+        following_on_harness("a forced change-tracking cleanup", "").await
+    else {
         return;
     };
-    let target = tracked(target).await;
     let server = target.harness().expect("the harness");
-    let mut rig = rig(&target, "").await;
-    rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
-    rig.wait_running(RESOURCE).await;
     rig.stop().await;
     server.execute("UPDATE STOCK_CT SET QTY = 5 WHERE ITEM_CODE = 'A'");
     server.cleanup_change_tracking("dbo.STOCK_CT");

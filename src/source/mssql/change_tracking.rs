@@ -163,16 +163,16 @@ impl ChangeTracking for MssqlSource {
             if !matches!(ended, Ok(Ok(()))) {
                 lease.discard();
             }
-            return match versions.min_valid {
-                None => Err(SourceError::new(
+            return match (versions.min_valid, versions.current) {
+                (Some(_), Some(_)) => Ok(TrackedChanges::Expired(versions)),
+                _ => Err(SourceError::new(
                     SourceErrorKind::Config,
                     format!(
-                        "change tracking is not enabled on {} (or the login lacks VIEW CHANGE \
-                         TRACKING); see sql/mssql/enable-change-tracking.sql",
+                        "change tracking is not enabled on {} or its database (or the login \
+                         lacks VIEW CHANGE TRACKING); see sql/mssql/enable-change-tracking.sql",
                         object_name(self, &table)
                     ),
                 )),
-                Some(_) => Ok(TrackedChanges::Expired(versions)),
             };
         }
         let sql = self.changes_sql(&table, &query.key, &query.columns);

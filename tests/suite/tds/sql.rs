@@ -1720,8 +1720,8 @@ fn cast_sql(e: &str, ty: SqlType) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::catalog::Column;
     use super::*;
-    use crate::suite::tds::catalog::Column;
 
     fn catalog() -> Catalog {
         let col = |name: &str, decl: &str, pk: u32| Column {
