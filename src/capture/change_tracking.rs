@@ -50,8 +50,9 @@ impl Expiry {
             "change tracking version {} of {} has expired (SQL Server kept changes from version \
              {} on): changes made while the bridge was not reading were cleaned up, so events \
              were lost; ask for a resync (POST /admin/capture/{}/resync) to re-emit every row, \
-             or set capture.on_expired = \"reconcile\" to catch up by diff; raise the \
-             database's CHANGE_RETENTION above the longest outage",
+             or set capture.on_expired to \"reconcile\" (catch up by diff) or \"resync\" \
+             (re-emit every row) to do so by itself; raise the database's CHANGE_RETENTION \
+             above the longest outage",
             self.synced,
             target.resource.relation.describe(),
             self.min_valid,

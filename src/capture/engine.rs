@@ -425,6 +425,14 @@ impl Worker {
                 let reason = expiry.describe(target);
                 match target.def.on_expired() {
                     OnExpired::Stop => Err(CaptureError::Lost(reason)),
+                    OnExpired::Resync => {
+                        tracing::error!(resource = %target.name, %reason, "change tracking version expired; re-emitting every row (resync)");
+                        // The pass records itself in the checkpoint with its first commit, so
+                        // a crash resumes it; before that, the old version expires again.
+                        cp.ct_version = Some(expiry.current);
+                        let stats = self.pass(cp, ChangeOrigin::Resync, Emit::All).await?;
+                        Ok(Some(pass_outcome(stats)))
+                    }
                     OnExpired::Reconcile => {
                         tracing::error!(resource = %target.name, %reason, "change tracking version expired; reconciling the whole table by diff");
                         cp.ct_pending = Some(expiry.current);

@@ -76,6 +76,10 @@ pub enum OnExpired {
     /// Re-read the whole table at once and emit what differs from the last emitted state
     /// (origin `reconciliation`), then follow changes from the version taken before it.
     Reconcile,
+    /// Re-read the whole table at once and emit every row as a `snapshot` event, and a
+    /// `deleted` event for rows that are gone (origin `resync`), as an operator's resync
+    /// does; for consumers that rebuild from snapshots.
+    Resync,
 }
 
 /// `[resources.X.capture]`.
@@ -241,6 +245,8 @@ mod tests {
         let def = parse("strategy = \"mssql-change-tracking\"\non_expired = \"reconcile\"");
         assert!(validate_capture(Path::new("a.toml"), "c", &def).is_ok());
         assert_eq!(def.on_expired(), OnExpired::Reconcile);
+        let def = parse("strategy = \"mssql-change-tracking\"\non_expired = \"resync\"");
+        assert_eq!(def.on_expired(), OnExpired::Resync);
         assert_eq!(
             parse("strategy = \"mssql-change-tracking\"").on_expired(),
             OnExpired::Stop

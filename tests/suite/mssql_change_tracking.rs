@@ -389,3 +389,46 @@ async fn the_resync_command_recovers_an_expired_version() {
     assert_eq!(rig.status(RESOURCE).state, CaptureState::Running);
     rig.stop().await;
 }
+
+/// With `on_expired = "resync"` an expired version re-emits every row as a snapshot (and the
+/// rows that are gone as deleted), then changes are followed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_version_is_resynced_when_configured() {
+    let Some((target, mut rig)) = following_on_harness(
+        "a forced change-tracking cleanup",
+        "on_expired = \"resync\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let server = target.harness().expect("the harness");
+
+    rig.stop().await;
+    server.execute("UPDATE STOCK_CT SET QTY = 5 WHERE ITEM_CODE = 'A'");
+    server.execute("DELETE FROM STOCK_CT WHERE ITEM_CODE = 'B'");
+    server.execute("INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY) VALUES ('D', 'S01', 1)");
+    server.cleanup_change_tracking("dbo.STOCK_CT");
+
+    rig.start_capture().await;
+    let events = rig
+        .wait_for("the resync", |e| {
+            matching(e, "stock.snapshot", "A/S01").len() == 2
+                && has(e, "stock.deleted", "B/S01")
+                && has(e, "stock.snapshot", "D/S01")
+        })
+        .await;
+    assert_eq!(events.len(), 5, "{}", show(&events));
+    for e in &events[2..] {
+        assert_eq!(e.event.data["origin"], "resync", "{}", show(&events));
+    }
+    rig.wait_running(RESOURCE).await;
+    server.execute("UPDATE STOCK_CT SET QTY = 8 WHERE ITEM_CODE = 'D'");
+    let events = rig
+        .wait_for("a change after the resync", |e| {
+            has(e, "stock.updated", "D/S01")
+        })
+        .await;
+    assert_eq!(events.len(), 6, "{}", show(&events));
+    rig.stop().await;
+}
