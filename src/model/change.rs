@@ -41,7 +41,8 @@ impl ChangeOp {
 pub enum ChangeOrigin {
     /// The first load of a resource.
     Initial,
-    /// The resource's strategy (cursor, snapshot-diff, changelog).
+    /// The resource's strategy (cursor, snapshot-diff, changelog, mssql-change-tracking,
+    /// export).
     Capture,
     /// A periodic reconciliation pass: the strategy missed it (typically a delete).
     Reconciliation,
