@@ -96,6 +96,16 @@ impl MssqlSource {
             }
         }
     }
+
+    /// Ends a snapshot transaction that read only versions; a connection that cannot end it
+    /// cleanly is closed rather than pooled.
+    async fn roll_back(&self, mut lease: Lease) {
+        let ended =
+            tokio::time::timeout(self.query_timeout, run_batch(lease.conn(), ROLLBACK)).await;
+        if !matches!(ended, Ok(Ok(()))) {
+            lease.discard();
+        }
+    }
 }
 
 /// Snapshot isolation refused: say what the DBA has to run.
@@ -138,12 +148,8 @@ fn object_name(source: &MssqlSource, table: &Relation) -> String {
 impl ChangeTracking for MssqlSource {
     async fn tracking_versions(&self, table: &Relation) -> Result<TrackingVersions, SourceError> {
         let table = self.tracked_table(table)?;
-        let (mut lease, versions) = self.begin_snapshot(&object_name(self, &table)).await?;
-        let ended =
-            tokio::time::timeout(self.query_timeout, run_batch(lease.conn(), ROLLBACK)).await;
-        if !matches!(ended, Ok(Ok(()))) {
-            lease.discard();
-        }
+        let (lease, versions) = self.begin_snapshot(&object_name(self, &table)).await?;
+        self.roll_back(lease).await;
         Ok(versions)
     }
 
@@ -158,11 +164,7 @@ impl ChangeTracking for MssqlSource {
             .min_valid
             .is_some_and(|min_valid| query.since >= min_valid);
         if !valid || versions.current.is_none() {
-            let ended =
-                tokio::time::timeout(self.query_timeout, run_batch(lease.conn(), ROLLBACK)).await;
-            if !matches!(ended, Ok(Ok(()))) {
-                lease.discard();
-            }
+            self.roll_back(lease).await;
             return match (versions.min_valid, versions.current) {
                 (Some(_), Some(_)) => Ok(TrackedChanges::Expired(versions)),
                 _ => Err(SourceError::new(
