@@ -31,7 +31,12 @@ impl ChangedKey {
         position: serde_json::Value,
     ) -> Result<Self, CaptureError> {
         let mut values = Vec::with_capacity(raw.len());
-        for (f, v) in target.resource.key_fields().iter().zip(raw) {
+        // By the target's cached key positions: this runs for every changed row.
+        let key_fields = target
+            .key_positions()
+            .iter()
+            .map(|&i| &target.resource.fields[i]);
+        for (f, v) in key_fields.zip(raw) {
             values.push(f.to_field_value(v.clone())?);
         }
         let refs: Vec<&Value> = values.iter().collect();

@@ -137,11 +137,7 @@ pub fn write_config(dir: &std::path::Path, source_section: &str, adapter: &str) 
         format!("adapters = [\"adapter.toml\"]\n\n[auth]\nmode = \"none\"\n\n{source_section}\n");
     let config = dir.join("config.toml");
     std::fs::write(&config, text).expect("write config");
-    std::fs::write(
-        dir.join("adapter.toml"),
-        format!("description = \"capture test\"\n{adapter}"),
-    )
-    .expect("write adapter");
+    std::fs::write(dir.join("adapter.toml"), adapter).expect("write adapter");
     config
 }
 
@@ -441,12 +437,22 @@ pub async fn read_all(store: &dyn Store) -> Vec<StoredEvent> {
 }
 
 /// Polls an async condition until it holds, panicking with `what` after [`PATIENCE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    eventually_within(what, PATIENCE, check).await;
+}
+
+/// Polls an async condition until it holds, panicking with `what` and the last reason after
+/// `timeout`.
+pub async fn eventually_within<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + timeout;
     loop {
         let last = match check().await {
             Ok(()) => return,
@@ -454,7 +460,7 @@ where
         };
         assert!(
             Instant::now() < deadline,
-            "waited {PATIENCE:?} for {what}: {last}"
+            "waited {timeout:?} for {what}: {last}"
         );
         tokio::time::sleep(POLL).await;
     }

@@ -8,7 +8,6 @@
 //! nothing asserts on elapsed time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,13 +166,7 @@ impl DeliveryRig {
             .unwrap_or_else(|e| panic!("capture does not start: {e}"));
         assert!(app.delivery.is_some(), "no subscription is running");
         let router = api::router(Arc::clone(&app.state), Duration::from_secs(30));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let (addr, server) = super::harness::serve(router).await;
         DeliveryRig {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
@@ -351,26 +344,6 @@ pub fn caught_up(status: &Json) -> bool {
         && status["cursor"] == status["outbox_last_seq"]
         && status["behind"] == 0
         && status["parked"] == 0
-}
-
-/// Polls an async condition until it holds, at most `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match check().await {
-            Ok(()) => return,
-            Err(why) => why,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "waited {timeout:?} for {what}: {last}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 /// The seed of a randomised test: `var` when set, else random; printed so a run can be

@@ -6,9 +6,10 @@
 
 use serde_json::json;
 
+use super::capture_harness::eventually_within;
 use super::delivery_harness::{
     DeliveryRig, PATIENCE, TillThread, check_stream, inventory_changelog, nats_subscription, retry,
-    seed, stream_len, stream_messages, wait_until,
+    seed, stream_len, stream_messages,
 };
 use super::engines::{Engine, TestDb};
 use super::nats_server::NatsServer;
@@ -17,7 +18,7 @@ const STREAM: &str = "LB_E2E";
 
 /// Waits until the stream holds at least `n` messages.
 async fn wait_stored(server: &NatsServer, n: u64) {
-    wait_until(&format!("{n} messages in {STREAM}"), PATIENCE, || async {
+    eventually_within(&format!("{n} messages in {STREAM}"), PATIENCE, || async {
         let stored = stream_len(&server.url(), STREAM).await;
         if stored >= n {
             Ok(())

@@ -15,8 +15,9 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
+use super::capture_harness::eventually_within;
 use super::delivery_harness::{
-    DeliveryRig, PATIENCE, Till, caught_up, inventory_changelog, retry, seed, wait_until,
+    DeliveryRig, PATIENCE, Till, caught_up, inventory_changelog, retry, seed,
 };
 use super::engines::{Engine, TestDb};
 
@@ -240,7 +241,7 @@ async fn replica_equals_legacy_after_random_changes_and_a_full_replay() {
 
     // THEN mid-replay (blocked on that row) the replica still equals the legacy table:
     // replayed older events never set a row back nor bring a deleted one back
-    wait_until("the replay to reach the locked row", PATIENCE, || async {
+    eventually_within("the replay to reach the locked row", PATIENCE, || async {
         if someone_waits_for_a_lock(&client).await {
             Ok(())
         } else {

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::capture_harness::{berlin_now, sql};
+use super::capture_harness::{berlin_now, eventually_within, sql};
 use super::delivery_harness::{
     DeliveryRig, Order, PATIENCE, SECRET, Till, TillThread, caught_up, check_arrivals,
-    inventory_changelog, retry, seed, seq_of, show_received, wait_until, webhook_subscription,
+    inventory_changelog, retry, seed, seq_of, show_received, webhook_subscription,
 };
 use super::engines::{Engine, TestDb};
 use super::webhook_receiver::{Received, Receiver};
@@ -29,7 +29,7 @@ async fn rig(receiver: &Receiver, extra: &str) -> DeliveryRig {
 
 /// Waits until the receiver has accepted (200) at least `n` requests.
 async fn wait_accepted(receiver: &Receiver, n: usize) {
-    wait_until(&format!("{n} accepted requests"), PATIENCE, || async {
+    eventually_within(&format!("{n} accepted requests"), PATIENCE, || async {
         let got = accepted(&receiver.received());
         if got >= n {
             Ok(())
@@ -145,7 +145,7 @@ async fn receiver_down_for_two_minutes_loses_nothing() {
     // the receiver is down for the whole outage while the till keeps writing
     receiver.set_status(503, Some(1), None);
     rig.act("/admin/subscriptions/hook/resume", None).await;
-    wait_until("the 503", PATIENCE, || async {
+    eventually_within("the 503", PATIENCE, || async {
         if receiver.received().iter().any(|r| r.status == 503) {
             Ok(())
         } else {
@@ -184,7 +184,7 @@ async fn receiver_down_for_two_minutes_loses_nothing() {
     // AND once the receiver is back, everything arrives in order and the lag is gone
     receiver.restart();
     let before = receiver.received().len();
-    wait_until("deliveries after the outage", PATIENCE, || async {
+    eventually_within("deliveries after the outage", PATIENCE, || async {
         let now = receiver.received().len();
         if now > before + 20 {
             Ok(())

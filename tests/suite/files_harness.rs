@@ -412,13 +412,7 @@ async fn serve(config: &Path) -> (App, String, tokio::task::JoinHandle<()>) {
     };
     assert!(app.capture.is_some(), "no captured resource");
     let router = api::router(std::sync::Arc::clone(&app.state), Duration::from_secs(30));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let (addr, server) = super::harness::serve(router).await;
     (app, format!("http://{addr}"), server)
 }
 

@@ -43,6 +43,18 @@ pub struct Keys {
     pub admin: String,
 }
 
+/// Serves `router` on a free loopback port; the task ends when aborted.
+pub async fn serve(router: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (addr, server)
+}
+
 /// Writes a deployment config for `connection_string` and returns its path's dir and keys.
 pub fn write_config(
     connection_string: &str,
@@ -176,13 +188,7 @@ async fn serve_config(
         state = Arc::new(owned);
     }
     let router = api::router(state, request_timeout);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let (addr, server) = serve(router).await;
     Bridge {
         base: format!("http://{addr}"),
         key: keys.all,

@@ -12,6 +12,7 @@ use legacy_bridge::model::StoredEvent;
 
 use super::capture_harness::{Rig, has, matching, show};
 use super::mssql_target::MssqlTarget;
+use super::tds::TdsServer;
 
 const RESOURCE: &str = "stock";
 
@@ -58,6 +59,29 @@ async fn following_on_harness(why: &str, capture_extra: &str) -> Option<(MssqlTa
     rig.wait_for("the initial snapshot", |e| e.len() == 2).await;
     rig.wait_running(RESOURCE).await;
     Some((target, rig))
+}
+
+/// An outage that outlives the retention: while the bridge is stopped, `A/S01` is updated,
+/// `B/S01` deleted and `D/S01` inserted, then SQL Server cleans that history up.
+async fn outage_past_retention(rig: &mut Rig, server: &TdsServer) {
+    rig.stop().await;
+    server.execute("UPDATE STOCK_CT SET QTY = 5 WHERE ITEM_CODE = 'A'");
+    server.execute("DELETE FROM STOCK_CT WHERE ITEM_CODE = 'B'");
+    server.execute("INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY) VALUES ('D', 'S01', 1)");
+    server.cleanup_change_tracking("dbo.STOCK_CT");
+}
+
+/// After a recovery, the next change is found: the outbox then holds `events` events.
+async fn follows_again(rig: &Rig, server: &TdsServer, events: usize) {
+    rig.wait_running(RESOURCE).await;
+    server.execute("UPDATE STOCK_CT SET QTY = 8 WHERE ITEM_CODE = 'D'");
+    let seen = rig
+        .wait_for("a change after the recovery", |e| {
+            has(e, "stock.updated", "D/S01")
+        })
+        .await;
+    assert_eq!(seen.len(), events, "{}", show(&seen));
+    assert_eq!(rig.status(RESOURCE).state, CaptureState::Running);
 }
 
 /// `CHANGE_TRACKING_CURRENT_VERSION()`, asked over TDS.
@@ -246,11 +270,7 @@ async fn an_expired_version_is_reconciled_when_configured() {
     };
     let server = target.harness().expect("the harness");
 
-    rig.stop().await;
-    server.execute("UPDATE STOCK_CT SET QTY = 5 WHERE ITEM_CODE = 'A'");
-    server.execute("DELETE FROM STOCK_CT WHERE ITEM_CODE = 'B'");
-    server.execute("INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY) VALUES ('D', 'S01', 1)");
-    server.cleanup_change_tracking("dbo.STOCK_CT");
+    outage_past_retention(&mut rig, server).await;
 
     rig.start_capture().await;
     let events = rig
@@ -269,15 +289,7 @@ async fn an_expired_version_is_reconciled_when_configured() {
             show(&events)
         );
     }
-    rig.wait_running(RESOURCE).await;
-    server.execute("UPDATE STOCK_CT SET QTY = 8 WHERE ITEM_CODE = 'D'");
-    let events = rig
-        .wait_for("a change after the reconciliation", |e| {
-            has(e, "stock.updated", "D/S01")
-        })
-        .await;
-    assert_eq!(events.len(), 6, "{}", show(&events));
-    assert_eq!(rig.status(RESOURCE).state, CaptureState::Running);
+    follows_again(&rig, server, 6).await;
     rig.stop().await;
 }
 
@@ -404,11 +416,7 @@ async fn an_expired_version_is_resynced_when_configured() {
     };
     let server = target.harness().expect("the harness");
 
-    rig.stop().await;
-    server.execute("UPDATE STOCK_CT SET QTY = 5 WHERE ITEM_CODE = 'A'");
-    server.execute("DELETE FROM STOCK_CT WHERE ITEM_CODE = 'B'");
-    server.execute("INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY) VALUES ('D', 'S01', 1)");
-    server.cleanup_change_tracking("dbo.STOCK_CT");
+    outage_past_retention(&mut rig, server).await;
 
     rig.start_capture().await;
     let events = rig
@@ -422,13 +430,48 @@ async fn an_expired_version_is_resynced_when_configured() {
     for e in &events[2..] {
         assert_eq!(e.event.data["origin"], "resync", "{}", show(&events));
     }
-    rig.wait_running(RESOURCE).await;
-    server.execute("UPDATE STOCK_CT SET QTY = 8 WHERE ITEM_CODE = 'D'");
-    let events = rig
-        .wait_for("a change after the resync", |e| {
-            has(e, "stock.updated", "D/S01")
-        })
-        .await;
-    assert_eq!(events.len(), 6, "{}", show(&events));
+    follows_again(&rig, server, 6).await;
+    rig.stop().await;
+}
+
+/// A recovery pass cut short (the connection drops mid-scan) runs again whole: the version
+/// moves past the lost history only once the pass is complete, so nothing it had not reached
+/// yet is lost, and nothing it had reached is emitted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_cut_short_runs_again() {
+    let Some((target, mut rig)) = following_on_harness(
+        "a forced change-tracking cleanup and a connection dropped mid-result",
+        "on_expired = \"reconcile\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let server = target.harness().expect("the harness");
+    rig.stop().await;
+    let rows: Vec<String> = (1..=20)
+        .map(|n| format!("('E{n:02}', 'S01', {n})"))
+        .collect();
+    server.execute(&format!(
+        "INSERT INTO STOCK_CT (ITEM_CODE, LOC, QTY) VALUES {}",
+        rows.join(", ")
+    ));
+    outage_past_retention(&mut rig, server).await;
+
+    let logins = server.login_count();
+    server.drop_connection_after_rows(5);
+    rig.start_capture().await;
+    rig.wait_for("the reconciliation", |e| {
+        has(e, "stock.updated", "A/S01")
+            && has(e, "stock.deleted", "B/S01")
+            && has(e, "stock.created", "D/S01")
+            && (1..=20).all(|n| has(e, "stock.created", &format!("E{n:02}/S01")))
+    })
+    .await;
+    assert!(
+        server.login_count() > logins,
+        "the pass was cut, so the bridge had to log in again"
+    );
+    follows_again(&rig, server, 2 + 23 + 1).await;
     rig.stop().await;
 }

@@ -134,53 +134,25 @@ async fn a_refused_login_is_not_ready_until_the_login_works_again() {
     assert_eq!(bridge.json("/v1/products/A1001").await["sku"], "A1001");
 }
 
-/// An event seen: its type and subject.
-type Seen = (String, String);
-
 /// The demo adapter's capture sections on SQL Server: a timestamp cursor (inventory), an
 /// integer cursor (sales) and snapshot-diff (prices) find what a legacy application writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generic_capture_strategies_work_on_sql_server() {
-    use legacy_bridge::store::EventFilter;
-
-    use super::capture_harness::{berlin_now, sql};
+    use super::capture_harness::{Rig, berlin_now, has, of, sql};
 
     let target = demo_target().await;
-    let (dir, _keys) = super::harness::write_config_with_source(&target.source_toml(""));
-    let loaded = legacy_bridge::config::load(&dir.path().join("config.toml")).unwrap();
-    let mut app = legacy_bridge::app::build(loaded, std::time::Duration::ZERO)
-        .await
-        .unwrap();
-    legacy_bridge::app::start_capture(&mut app).await.unwrap();
-    let store = std::sync::Arc::clone(&app.capture.as_ref().unwrap().handle.store);
-    let types = async || -> Vec<Seen> {
-        store
-            .events(0, 10_000, &EventFilter::default())
-            .await
-            .unwrap()
-            .events
-            .into_iter()
-            .map(|e| (e.event.event_type, e.event.subject))
-            .collect()
-    };
-    let eventually = async |what: &str, want: &dyn Fn(&[Seen]) -> bool| {
-        for _ in 0..300 {
-            if want(&types().await) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!("timed out waiting for {what}: {:?}", types().await);
-    };
+    let adapter = std::fs::read_to_string(repo().join("adapters/demo-pos.toml")).unwrap();
+    let mut rig = Rig::build_on("mssql", &target.source_toml(""), &adapter).await;
+    rig.start_capture().await;
     // The initial load: every row once, as snapshot events.
     let stock_rows = target.query_rows("SELECT * FROM STOCK_LEVEL").await;
-    eventually("the initial snapshot", &|t| {
-        t.iter()
-            .filter(|(ty, _)| ty == "inventory.snapshot")
+    rig.wait_for("the initial snapshot", |e| {
+        e.iter()
+            .filter(|e| e.event.event_type == "inventory.snapshot")
             .count()
             == stock_rows
-            && t.iter().any(|(ty, _)| ty == "prices.snapshot")
-            && t.iter().any(|(ty, _)| ty == "sales.snapshot")
+            && !of(e, "prices").is_empty()
+            && !of(e, "sales").is_empty()
     })
     .await;
 
@@ -191,15 +163,12 @@ async fn generic_capture_strategies_work_on_sql_server() {
     target
         .setup(&sql::price_update("RETAIL", "A1001", "11.1100"))
         .await;
-    eventually("the changes", &|t| {
-        t.iter()
-            .any(|(ty, s)| ty == "inventory.updated" && s == "A1001/S01")
-            && t.iter().any(|(ty, _)| ty == "prices.updated")
+    rig.wait_for("the changes", |e| {
+        has(e, "inventory.updated", "A1001/S01")
+            && e.iter().any(|e| e.event.event_type == "prices.updated")
     })
     .await;
-    if let Some(capture) = app.capture.take() {
-        capture.shutdown().await;
-    }
+    rig.stop().await;
 }
 
 /// Every SQL Server type the issue lists, decoded by the source into the value an adapter
@@ -335,7 +304,9 @@ async fn every_type_decodes_exactly() {
 /// cursor that ran ahead (to `@@DBTS`) would skip it for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rowversion_cursor_waits_for_transactions_in_flight() {
-    use legacy_bridge::store::EventFilter;
+    use std::time::Duration;
+
+    use super::capture_harness::{Rig, has, show};
 
     let Some(target) = MssqlTarget::harness_only(
         "it holds a rowversion in flight with the harness' hold_rowversion()",
@@ -347,83 +318,38 @@ async fn a_rowversion_cursor_waits_for_transactions_in_flight() {
         "CREATE TABLE STOCK_RV (ITEM_CODE NVARCHAR(10) NOT NULL PRIMARY KEY, QTY INT NOT NULL, RV ROWVERSION)",
     );
     server.execute("INSERT INTO STOCK_RV (ITEM_CODE, QTY) VALUES ('A', 1), ('B', 1)");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("adapter.toml"),
-        "[resources.stock_rv]\nsource = \"pos\"\ntable = \"STOCK_RV\"\nkey = \"sku\"\n\
+    let adapter = "[resources.stock_rv]\nsource = \"pos\"\ntable = \"STOCK_RV\"\nkey = \"sku\"\n\
          [resources.stock_rv.fields]\nsku = { column = \"ITEM_CODE\", type = \"string\" }\n\
          qty = { column = \"QTY\", type = \"integer\" }\n\
-         [resources.stock_rv.capture]\nstrategy = \"cursor\"\ncursor_column = \"RV\"\ninterval_ms = 100\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!(
-            "adapters = [\"adapter.toml\"]\n[auth]\nmode = \"none\"\n{}",
-            target.source_toml("")
-        ),
-    )
-    .unwrap();
-    let loaded = legacy_bridge::config::load(&dir.path().join("config.toml")).unwrap();
-    let mut app = legacy_bridge::app::build(loaded, std::time::Duration::ZERO)
-        .await
-        .unwrap();
-    legacy_bridge::app::start_capture(&mut app).await.unwrap();
-    let store = std::sync::Arc::clone(&app.capture.as_ref().unwrap().handle.store);
-    let seen = async || -> Vec<Seen> {
-        store
-            .events(0, 1000, &EventFilter::default())
-            .await
-            .unwrap()
-            .events
-            .into_iter()
-            .map(|e| (e.event.event_type, e.event.subject))
-            .collect()
-    };
-    let has = |events: &[Seen], ty: &str, subject: &str| {
-        events.iter().any(|(t, s)| t == ty && s == subject)
-    };
-    for _ in 0..100 {
-        if seen().await.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        seen().await.len(),
-        2,
-        "initial snapshot: {:?}",
-        seen().await
-    );
+         [resources.stock_rv.capture]\nstrategy = \"cursor\"\ncursor_column = \"RV\"\ninterval_ms = 100\n";
+    let mut rig = Rig::build_on("mssql rowversion", &target.source_toml(""), adapter).await;
+    rig.start_capture().await;
+    let events = rig
+        .wait_for_within("the initial snapshot", Duration::from_secs(10), |e| {
+            e.len() >= 2
+        })
+        .await;
+    assert_eq!(events.len(), 2, "initial snapshot: {}", show(&events));
 
     // GIVEN a transaction in flight holding the next rowversion, and a write committed after
     // it (so stamped higher)
     let held = server.hold_rowversion();
     server.execute("UPDATE STOCK_RV SET QTY = 2 WHERE ITEM_CODE = 'A'");
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
     // THEN the cursor does not run past the transaction in flight,
+    let events = rig.events().await;
     assert!(
-        !has(&seen().await, "stock_rv.updated", "A"),
-        "read beyond MIN_ACTIVE_ROWVERSION(): {:?}",
-        seen().await
+        !has(&events, "stock_rv.updated", "A"),
+        "read beyond MIN_ACTIVE_ROWVERSION(): {}",
+        show(&events)
     );
     // AND once it commits, both changes are found.
     held.commit("UPDATE STOCK_RV SET QTY = 3 WHERE ITEM_CODE = 'B'");
-    for _ in 0..100 {
-        let events = seen().await;
-        if has(&events, "stock_rv.updated", "A") && has(&events, "stock_rv.updated", "B") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let events = seen().await;
-    assert!(
-        has(&events, "stock_rv.updated", "A") && has(&events, "stock_rv.updated", "B"),
-        "{events:?}"
-    );
-    if let Some(capture) = app.capture.take() {
-        capture.shutdown().await;
-    }
+    rig.wait_for_within("both changes", Duration::from_secs(10), |e| {
+        has(e, "stock_rv.updated", "A") && has(e, "stock_rv.updated", "B")
+    })
+    .await;
+    rig.stop().await;
 }
 
 /// The per-query timeout protects the bridge from a slow SQL Server: the API answers 503 with

@@ -18,9 +18,6 @@ use crate::source::{
     TrackedChangesQuery, TrackingVersions,
 };
 
-/// Snapshot isolation is not allowed in the database.
-const SNAPSHOT_NOT_ALLOWED: u32 = 3952;
-
 const BEGIN: &str = "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION";
 /// Ends the read-only snapshot transaction and gives the pooled connection back its default
 /// isolation level.
@@ -92,7 +89,7 @@ impl MssqlSource {
                 }
             };
             if !self.again(&error, retry, &mut attempt).await {
-                return Err(explain(error));
+                return Err(error);
             }
         }
     }
@@ -106,21 +103,6 @@ impl MssqlSource {
             lease.discard();
         }
     }
-}
-
-/// Snapshot isolation refused: say what the DBA has to run.
-fn explain(mut error: SourceError) -> SourceError {
-    if error
-        .message
-        .starts_with(&format!("SQL Server error {SNAPSHOT_NOT_ALLOWED} "))
-    {
-        error.kind = SourceErrorKind::Config;
-        error.message.push_str(
-            "; the mssql-change-tracking strategy reads in a snapshot transaction: allow \
-             snapshot isolation (sql/mssql/enable-change-tracking.sql)",
-        );
-    }
-    error
 }
 
 async fn run_batch(conn: &mut Connection, sql: &str) -> Result<(), Failure> {
@@ -229,7 +211,7 @@ impl ChangeTracking for MssqlSource {
                 Ok(Streamed::Abandoned) => lease.discard(),
                 Err((error, _, _)) => {
                     lease.discard();
-                    let _ = tx.send(Err(explain(error))).await;
+                    let _ = tx.send(Err(error)).await;
                 }
             }
         });
@@ -279,24 +261,5 @@ mod tests {
              ORDER BY CT.[SYS_CHANGE_VERSION], CT.[SKU], CT.[LOC]"
         );
         assert_eq!(object_name(&s, &table), "[dbo].[STOCK]");
-    }
-
-    #[test]
-    fn refused_snapshot_isolation_names_the_fix() {
-        let e = explain(SourceError::new(
-            SourceErrorKind::Query,
-            "SQL Server error 3952 (state 1): Snapshot isolation transaction failed",
-        ));
-        assert_eq!(e.kind, SourceErrorKind::Config);
-        assert!(
-            e.message.contains("enable-change-tracking.sql"),
-            "{}",
-            e.message
-        );
-        let other = explain(SourceError::new(
-            SourceErrorKind::Query,
-            "SQL Server error 208 (state 1): x",
-        ));
-        assert_eq!(other.kind, SourceErrorKind::Query);
     }
 }

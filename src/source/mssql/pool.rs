@@ -24,6 +24,8 @@ pub(super) const DEADLOCK_VICTIM: u32 = 1205;
 const LOGIN_FAILED: u32 = 18456;
 /// Cannot open the database requested by the login.
 const CANNOT_OPEN_DATABASE: u32 = 4060;
+/// Snapshot isolation is not allowed in the database (only change tracking reads use it).
+const SNAPSHOT_NOT_ALLOWED: u32 = 3952;
 
 pub(super) struct Pool {
     name: String,
@@ -217,22 +219,17 @@ pub(super) fn classify(e: &tiberius::error::Error) -> Classified {
             (SourceErrorKind::Unavailable, true, false)
         }
         E::Conversion(_) => (SourceErrorKind::Decode, false, false),
-        E::Server(token) => match token.code() {
-            DEADLOCK_VICTIM => (SourceErrorKind::Unavailable, false, true),
-            // A DBA can fix the login without restarting the bridge: it keeps trying, and
-            // /readyz says why meanwhile.
-            LOGIN_FAILED | CANNOT_OPEN_DATABASE => (SourceErrorKind::Unavailable, true, false),
-            _ => (SourceErrorKind::Query, false, false),
-        },
+        E::Server(token) => server_error(token.code()),
         #[allow(unreachable_patterns)]
         _ => (SourceErrorKind::Unavailable, true, false),
     };
     let message = match e {
         E::Server(token) => format!(
-            "SQL Server error {} (state {}): {}",
+            "SQL Server error {} (state {}): {}{}",
             token.code(),
             token.state(),
-            mask_quoted(token.message())
+            mask_quoted(token.message()),
+            fix_for(token.code())
         ),
         other => other.to_string(),
     };
@@ -241,6 +238,30 @@ pub(super) fn classify(e: &tiberius::error::Error) -> Classified {
         message,
         broken,
         retry,
+    }
+}
+
+/// What a server error number means: (kind, connection broken, may pass on retry).
+fn server_error(code: u32) -> (SourceErrorKind, bool, bool) {
+    match code {
+        DEADLOCK_VICTIM => (SourceErrorKind::Unavailable, false, true),
+        // A DBA can fix the login without restarting the bridge: it keeps trying, and
+        // /readyz says why meanwhile.
+        LOGIN_FAILED | CANNOT_OPEN_DATABASE => (SourceErrorKind::Unavailable, true, false),
+        SNAPSHOT_NOT_ALLOWED => (SourceErrorKind::Config, false, false),
+        _ => (SourceErrorKind::Query, false, false),
+    }
+}
+
+/// What an operator has to do about a server error the bridge's own reads cause, appended
+/// to its message.
+fn fix_for(code: u32) -> &'static str {
+    match code {
+        SNAPSHOT_NOT_ALLOWED => {
+            "; the mssql-change-tracking strategy reads in a snapshot transaction: allow \
+             snapshot isolation (sql/mssql/enable-change-tracking.sql)"
+        }
+        _ => "",
     }
 }
 
@@ -269,6 +290,17 @@ fn mask_quoted(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_snapshot_isolation_names_the_fix() {
+        assert_eq!(
+            server_error(SNAPSHOT_NOT_ALLOWED).0,
+            SourceErrorKind::Config
+        );
+        assert!(fix_for(SNAPSHOT_NOT_ALLOWED).contains("enable-change-tracking.sql"));
+        assert_eq!(server_error(208).0, SourceErrorKind::Query);
+        assert_eq!(fix_for(208), "");
+    }
 
     #[test]
     fn quoted_values_stay_out_of_messages() {

@@ -292,32 +292,30 @@ impl TdsServer {
 
     /// Enables change tracking on `table` (T-SQL name, e.g. `dbo.stock`).
     pub fn enable_change_tracking(&self, table: &str) {
-        let conn = self.shared.admin();
-        let result = run_in_transaction(&conn, |conn| {
-            let catalog = catalog::Catalog::load(conn)?;
-            let parts: Vec<String> = table
-                .split('.')
-                .map(|p| p.trim_matches(['[', ']']).to_owned())
-                .collect();
-            let Some(t) = catalog.resolve(&parts) else {
-                return Err(rusqlite::Error::InvalidParameterName(format!(
-                    "no table {table}"
-                )));
-            };
-            capture::enable_tracking(conn, &catalog, t)
-                .map_err(rusqlite::Error::InvalidParameterName)
+        self.on_table(table, "enable change tracking on", |conn, catalog, t| {
+            capture::enable_tracking(conn, catalog, t)
         });
-        if let Err(e) = result {
-            panic!("enable change tracking on {table}: {e}");
-        }
     }
 
     /// Purges the change-tracking history of `table` up to the current version, so its min
     /// valid version rises to it (clients that synced before now see an expired version).
     /// Returns the new min valid version.
     pub fn cleanup_change_tracking(&self, table: &str) -> i64 {
+        self.on_table(table, "clean up change tracking of", |conn, _, t| {
+            capture::cleanup(conn, t, None)
+        })
+    }
+
+    /// Runs `f` on the table `table` names (T-SQL spelling) in one transaction; panics with
+    /// `what` and the reason when there is no such table or `f` fails.
+    fn on_table<T: Default>(
+        &self,
+        table: &str,
+        what: &str,
+        f: impl FnOnce(&Connection, &catalog::Catalog, &catalog::Table) -> Result<T, String>,
+    ) -> T {
         let conn = self.shared.admin();
-        let mut min_valid = 0;
+        let mut out = T::default();
         let result = run_in_transaction(&conn, |conn| {
             let catalog = catalog::Catalog::load(conn)?;
             let parts: Vec<String> = table
@@ -329,14 +327,13 @@ impl TdsServer {
                     "no table {table}"
                 )));
             };
-            min_valid =
-                capture::cleanup(conn, t, None).map_err(rusqlite::Error::InvalidParameterName)?;
+            out = f(conn, &catalog, t).map_err(rusqlite::Error::InvalidParameterName)?;
             Ok(())
         });
         if let Err(e) = result {
-            panic!("clean up change tracking of {table}: {e}");
+            panic!("{what} {table}: {e}");
         }
-        min_valid
+        out
     }
 
     /// `CHANGE_TRACKING_CURRENT_VERSION()`.
