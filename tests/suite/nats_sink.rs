@@ -236,9 +236,10 @@ async fn frozen_server_gives_throttle_failures_within_the_timeout() {
     let outcomes = sink.deliver(&batch).await;
     let took = started.elapsed();
     server.thaw();
-    // THEN every event fails as a throttle, about one ack timeout later
+    // THEN every event fails as a throttle, about one ack timeout later (not one per event,
+    // which would be 100 s; the bound leaves room for a loaded machine)
     assert_all_throttled(&outcomes, 100);
-    assert!(took < Duration::from_millis(2_500), "took {took:?}");
+    assert!(took < Duration::from_millis(5_000), "took {took:?}");
     assert!(took >= Duration::from_millis(900), "took {took:?}");
     let Outcome::Retry(first) = &outcomes[0] else {
         unreachable!()
@@ -268,7 +269,7 @@ async fn killed_and_restarted_server_loses_and_doubles_nothing() {
     // THEN the delivery fails as a throttle within the ack timeout, not hanging
     assert_all_throttled(&outcomes, 100);
     assert!(
-        started.elapsed() < Duration::from_millis(3_500),
+        started.elapsed() < Duration::from_millis(6_000),
         "took {:?}",
         started.elapsed()
     );

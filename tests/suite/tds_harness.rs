@@ -1165,8 +1165,8 @@ async fn tds_attention_and_dropped_streams_leave_the_connection_usable() {
     let started = Instant::now();
     client.cancel_query().await.unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the wait was cut short"
+        started.elapsed() < Duration::from_secs(4),
+        "the wait (5 s) was cut short"
     );
     let one = client
         .query("SELECT 2", &[])
