@@ -9,6 +9,7 @@ pub mod mssql;
 #[cfg(feature = "odbc")]
 pub mod odbc;
 mod query;
+pub mod rowversion;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -27,6 +27,7 @@ mod mssql_source;
 mod mssql_target;
 mod nats_server;
 mod nats_sink;
+mod odbc_counters;
 mod openapi;
 mod postgres_sink;
 mod proxy;

@@ -12,7 +12,7 @@ use legacy_bridge::source::{
 
 use super::engines::{Engine, TestDb};
 
-async fn open(db: &TestDb) -> OdbcSource {
+pub(super) async fn open(db: &TestDb) -> OdbcSource {
     let cfg: OdbcSourceConfig =
         toml::from_str(&format!("connection_string = {:?}", db.connection_string))
             .expect("source config");
@@ -20,7 +20,10 @@ async fn open(db: &TestDb) -> OdbcSource {
 }
 
 /// Every row of `query`, scanned in batches of 7.
-async fn scan_all(source: &OdbcSource, query: SelectQuery) -> Result<Vec<Row>, SourceError> {
+pub(super) async fn scan_all(
+    source: &OdbcSource,
+    query: SelectQuery,
+) -> Result<Vec<Row>, SourceError> {
     let mut stream = source.scan(query, 7).await;
     let mut rows = Vec::new();
     while let Some(batch) = stream.recv().await {

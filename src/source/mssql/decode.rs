@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use tiberius::{ColumnData, ColumnType, FromSql};
 
 use crate::model::{FieldType, Value};
-use crate::source::{SelectColumn, SourceError, SourceErrorKind};
+use crate::source::{SelectColumn, SourceError, SourceErrorKind, rowversion};
 
 /// Decodes one cell of column `col`, whose SQL Server type is `ty`.
 pub(super) fn cell(
@@ -156,10 +156,7 @@ fn integer(ty: ColumnType, data: &ColumnData<'_>) -> Option<i64> {
         ColumnData::Bit(Some(b)) => Some(i64::from(*b)),
         ColumnData::Numeric(Some(n)) if n.scale() == 0 => i64::try_from(n.value()).ok(),
         // rowversion / timestamp: 8 bytes, an unsigned big-endian counter.
-        ColumnData::Binary(Some(b)) if b.len() == 8 => {
-            let bytes: [u8; 8] = b.as_ref().try_into().ok()?;
-            i64::try_from(u64::from_be_bytes(bytes)).ok()
-        }
+        ColumnData::Binary(Some(b)) if b.len() == 8 => rowversion::from_bytes(b),
         _ => {
             let _ = ty;
             None

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use tiberius::{ColumnData, IntoSql};
 
 use crate::model::Value;
-use crate::source::{Param, SqlType};
+use crate::source::{Param, SqlType, rowversion};
 
 /// `sql` with every `?` outside `[...]`, `"..."` and `'...'` replaced by `@P1`, `@P2`, ...,
 /// and how many there were.
@@ -59,7 +59,7 @@ pub(super) fn bind(param: &Param) -> ColumnData<'static> {
         Value::Bool(b) => ColumnData::Bit(Some(*b)),
         // A rowversion compared with a counter: as the 8 big-endian bytes it is.
         Value::Int(i) if param.sql_type == SqlType::Binary => {
-            ColumnData::Binary(Some(Cow::Owned(i.to_be_bytes().to_vec())))
+            ColumnData::Binary(Some(Cow::Owned(rowversion::to_bytes(*i).to_vec())))
         }
         Value::Int(i) => ColumnData::I64(Some(*i)),
         Value::Decimal(d) => d.into_sql(),

@@ -1,6 +1,8 @@
 //! Running statements and decoding their rows exactly: every value is read as the driver's
 //! text (or bytes, for binary) and parsed into its mapped type, so decimals never pass through
-//! a float. Parameters are bound as text tagged with the SQL type of the column they meet.
+//! a float. Parameters are bound as text tagged with the SQL type of the column they meet;
+//! an integer meeting a binary column (a SQL Server rowversion cursor) is bound as its 8
+//! big-endian bytes, and a binary column read as an integer is decoded from those bytes.
 //!
 //! Rows are read one of two ways: row by row (`SQLFetch`, then `SQLGetData` per cell: any
 //! column width), or, for scans whose columns all have a known, bounded width, in bulk
@@ -13,11 +15,11 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use odbc_api::buffers::TextRowSet;
-use odbc_api::parameter::{InputParameter, VarCharBox, WithDataType};
+use odbc_api::parameter::{InputParameter, VarBinaryBox, VarCharBox, WithDataType};
 use odbc_api::{BlockCursor, Connection, Cursor, DataType, ResultSetMetadata};
 
 use crate::model::{FieldType, Value};
-use crate::source::{Param, Row, SelectColumn, SourceError, SourceErrorKind, SqlType};
+use crate::source::{Param, Row, SelectColumn, SourceError, SourceErrorKind, SqlType, rowversion};
 
 /// Runs `sql` and decodes every row as `columns` says.
 pub(super) fn fetch(
@@ -67,8 +69,9 @@ pub(super) fn for_each_row(
             "statement returned no result set",
         ));
     };
+    let reads = read_modes(&mut cursor, columns).map_err(|e| classify(&e, conn))?;
     if let Some(flag) = bulk.filter(|f| f.load(Ordering::Relaxed)) {
-        let widths = bulk_widths(&mut cursor, columns).map_err(|e| classify(&e, conn))?;
+        let widths = bulk_widths(&mut cursor, &reads).map_err(|e| classify(&e, conn))?;
         if let Some(widths) = widths {
             return bulk_rows(conn, cursor, columns, widths, flag, sink);
         }
@@ -76,17 +79,16 @@ pub(super) fn for_each_row(
     let mut buf = Vec::new();
     while let Some(mut row) = cursor.next_row().map_err(|e| classify(&e, conn))? {
         let mut out = Vec::with_capacity(columns.len());
-        for (i, col) in columns.iter().enumerate() {
+        for (i, (col, read)) in columns.iter().zip(&reads).enumerate() {
             let n = u16::try_from(i + 1).unwrap_or(u16::MAX);
             buf.clear();
-            let present = if col.decode == FieldType::Binary {
-                row.get_binary(n, &mut buf)
-            } else {
-                row.get_text(n, &mut buf)
+            let present = match read {
+                Read::Bytes => row.get_binary(n, &mut buf),
+                Read::Text => row.get_text(n, &mut buf),
             }
             .map_err(|e| classify(&e, conn))?;
             out.push(if present {
-                decode_cell(col, &buf)?
+                decode_cell(col, *read, &buf)?
             } else {
                 Value::Null
             });
@@ -98,17 +100,53 @@ pub(super) fn for_each_row(
     Ok(())
 }
 
+/// How a column's cells are asked of the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// As text, parsed into the mapped type.
+    Text,
+    /// As the raw bytes: binary fields, and binary columns mapped to integers (rowversion).
+    Bytes,
+}
+
+/// How each column is read. A binary column mapped to an integer is a counter such as a SQL
+/// Server rowversion: as text the driver would hand over hex digits, which can parse as the
+/// wrong decimal number, so its bytes are read instead.
+fn read_modes(
+    cursor: &mut impl ResultSetMetadata,
+    columns: &[SelectColumn],
+) -> Result<Vec<Read>, odbc_api::Error> {
+    let mut reads = Vec::with_capacity(columns.len());
+    for (i, col) in columns.iter().enumerate() {
+        let read = match col.decode {
+            FieldType::Binary => Read::Bytes,
+            FieldType::Integer => {
+                let n = u16::try_from(i + 1).unwrap_or(u16::MAX);
+                match cursor.col_data_type(n)? {
+                    DataType::Binary { .. }
+                    | DataType::Varbinary { .. }
+                    | DataType::LongVarbinary { .. } => Read::Bytes,
+                    _ => Read::Text,
+                }
+            }
+            _ => Read::Text,
+        };
+        reads.push(read);
+    }
+    Ok(reads)
+}
+
 /// The UTF-8 width of every column when all are text-readable and bounded, and the row is
 /// narrow enough for a bulk fetch; `None` otherwise.
 fn bulk_widths(
     cursor: &mut impl ResultSetMetadata,
-    columns: &[SelectColumn],
+    reads: &[Read],
 ) -> Result<Option<Vec<usize>>, odbc_api::Error> {
-    if columns.iter().any(|c| c.decode == FieldType::Binary) {
+    if reads.contains(&Read::Bytes) {
         return Ok(None);
     }
-    let mut widths = Vec::with_capacity(columns.len());
-    for i in 1..=columns.len() {
+    let mut widths = Vec::with_capacity(reads.len());
+    for i in 1..=reads.len() {
         let n = u16::try_from(i).unwrap_or(u16::MAX);
         match cursor.col_data_type(n)?.utf8_len() {
             Some(w) => widths.push(w.get()),
@@ -159,7 +197,7 @@ fn bulk_rows<C: Cursor>(
             let mut out = Vec::with_capacity(columns.len());
             for (i, col) in columns.iter().enumerate() {
                 out.push(match batch.at(i, r) {
-                    Some(bytes) => decode_cell(col, bytes)?,
+                    Some(bytes) => decode_cell(col, Read::Text, bytes)?,
                     None => Value::Null,
                 });
             }
@@ -198,9 +236,11 @@ pub(super) fn execute_discard(
     Ok(())
 }
 
-fn decode_cell(col: &SelectColumn, bytes: &[u8]) -> Result<Value, SourceError> {
-    if col.decode == FieldType::Binary {
-        return Ok(Value::Binary(bytes.to_vec()));
+fn decode_cell(col: &SelectColumn, read: Read, bytes: &[u8]) -> Result<Value, SourceError> {
+    match (read, col.decode) {
+        (Read::Bytes, FieldType::Integer) => return counter(col, bytes),
+        (Read::Bytes, _) => return Ok(Value::Binary(bytes.to_vec())),
+        (Read::Text, _) => {}
     }
     let text = std::str::from_utf8(bytes).map_err(|_| {
         SourceError::new(
@@ -216,9 +256,31 @@ fn decode_cell(col: &SelectColumn, bytes: &[u8]) -> Result<Value, SourceError> {
     })
 }
 
+/// A binary counter (a rowversion) as an integer.
+fn counter(col: &SelectColumn, bytes: &[u8]) -> Result<Value, SourceError> {
+    rowversion::from_bytes(bytes)
+        .map(Value::Int)
+        .ok_or_else(|| {
+            SourceError::new(
+                SourceErrorKind::Decode,
+                format!(
+                    "column `{}`: a binary value of {} bytes does not fit an integer counter \
+                 (a rowversion holds 8, below 2^63)",
+                    col.name,
+                    bytes.len()
+                ),
+            )
+        })
+}
+
 /// Binds a parameter as text with the SQL type of its column. Text for a CHAR(n) column is
 /// padded to n, so engines that store the padding (SQLite) match like those that ignore it.
 fn bind(param: &Param) -> Box<dyn InputParameter> {
+    if let (Value::Int(i), SqlType::Binary) = (&param.value, param.sql_type) {
+        // A rowversion cursor: compared as bytes, so the number goes as its 8 big-endian
+        // bytes, as SQL Server stores it (text would compare as the digits' ASCII codes).
+        return Box::new(VarBinaryBox::from_vec(rowversion::to_bytes(*i).to_vec()));
+    }
     let Some(mut text) = param.value.to_sql_text() else {
         return Box::new(VarCharBox::null());
     };
