@@ -8,7 +8,9 @@
 //!   the cursor happen in one transaction ([`DeliveryStore::advance`]).
 //! - **Per-record order.** Of a subscription's parked events of one record, only the lowest
 //!   seq can be due (`next_at_ms` set); the others wait (`None`) and are released one by one,
-//!   in seq order, as their predecessor is settled ([`DeliveryStore::settle`]). Replayed
+//!   in seq order, as their predecessor is settled ([`DeliveryStore::settle`]). An event
+//!   parked to wait for a predecessor that was settled meanwhile is due at once
+//!   ([`DeliveryStore::advance`]), so no waiter is ever left without one ahead of it. Replayed
 //!   dead letters are the exception: they are due at once, being old news by then.
 //! - **Operator actions are audited** in the same transaction as the action.
 
@@ -188,6 +190,7 @@ pub trait DeliveryStore: Store {
 
     /// Moves the cursor from `from` to `to` and parks `parked`, atomically. Returns `false`
     /// (and changes nothing) when the cursor is no longer `from`: an operator rewound it.
+    /// A waiting event whose record has nothing parked ahead of it is made due at once.
     async fn advance(
         &self,
         name: &str,

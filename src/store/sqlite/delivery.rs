@@ -134,7 +134,39 @@ pub(super) fn advance(
             ])
             .map_err(sql_err)?;
     }
+    // An event parked to wait behind its record's earlier one must find it still parked. The
+    // dispatcher decided from what it last read; if that event was settled since (a write of
+    // a dispatcher that was stopped, landing late), nothing would ever release the waiter.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let waiting: std::collections::BTreeSet<&str> = parked
+        .iter()
+        .filter(|p| p.dead.is_none() && p.next_at_ms.is_none())
+        .map(|p| p.record.as_str())
+        .collect();
+    for record in waiting {
+        release_waiting_head(tx, name, record, now_ms)?;
+    }
     Ok(true)
+}
+
+/// Makes a record's first parked event due when it is waiting: nothing ahead of it is parked
+/// any more. Returns whether one was released. Keeps the invariant every release relies on:
+/// a record's first parked event is never one that waits.
+fn release_waiting_head(
+    tx: &Transaction<'_>,
+    name: &str,
+    record: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let released = tx
+        .prepare_cached(
+            "UPDATE delivery_parked SET next_at_ms = ?3
+             WHERE subscription = ?1 AND next_at_ms IS NULL AND seq = (
+                 SELECT min(seq) FROM delivery_parked WHERE subscription = ?1 AND record = ?2)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![name, record, now_ms]))
+        .map_err(sql_err)?;
+    Ok(released > 0)
 }
 
 pub(super) fn due(
@@ -243,17 +275,8 @@ pub(super) fn settle(
         tx.prepare_cached("DELETE FROM delivery_parked WHERE subscription = ?1 AND seq = ?2")
             .and_then(|mut stmt| stmt.execute(params![name, seq_i]))
             .map_err(sql_err)?;
-        // Release the record's next waiting event, if any; else the record is clear.
-        let released = tx
-            .prepare_cached(
-                "UPDATE delivery_parked SET next_at_ms = ?3
-                 WHERE subscription = ?1 AND seq = (
-                     SELECT min(seq) FROM delivery_parked
-                     WHERE subscription = ?1 AND record = ?2 AND next_at_ms IS NULL)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![name, record, now_ms]))
-            .map_err(sql_err)?;
-        if released == 0 {
+        // Release the record's next waiting event, if any; else the record may be clear.
+        if !release_waiting_head(tx, name, &record, now_ms)? {
             let left: i64 = tx
                 .prepare_cached(
                     "SELECT count(*) FROM delivery_parked WHERE subscription = ?1 AND record = ?2",

@@ -145,6 +145,53 @@ async fn settling_releases_the_next_waiting_event_of_the_record() {
 }
 
 #[tokio::test]
+async fn an_event_parked_behind_one_settled_meanwhile_is_released() {
+    let (_dir, store) = store_with_events(4).await;
+    store.open_subscription("s", 0).await.unwrap();
+    assert!(
+        store
+            .advance("s", 0, 2, vec![parked(1, "r", Some(10))])
+            .await
+            .unwrap()
+    );
+    // GIVEN r's parked event is settled (a stopped dispatcher's write landing late) ...
+    let cleared = store
+        .settle("s", 20, vec![(1, Settlement::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(cleared, vec!["r".to_owned()]);
+    // ... after the next dispatcher read r as blocked and parks its new events behind it
+    let park = vec![parked(3, "r", None), parked(4, "r", None)];
+    assert!(store.advance("s", 2, 4, park).await.unwrap());
+    // THEN the first of them is due at once, the second still waits behind it
+    let later = chrono::Utc::now().timestamp_millis() + 60_000;
+    let due: Vec<u64> = store
+        .due("s", later, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.event.seq)
+        .collect();
+    assert_eq!(
+        due,
+        vec![3],
+        "nothing would ever release a waiter with no head"
+    );
+    store
+        .settle("s", later, vec![(3, Settlement::Delivered)])
+        .await
+        .unwrap();
+    let due: Vec<u64> = store
+        .due("s", later, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.event.seq)
+        .collect();
+    assert_eq!(due, vec![4]);
+}
+
+#[tokio::test]
 async fn replay_and_rewind_are_audited() {
     let (_dir, store) = store_with_events(5).await;
     store.open_subscription("s", 0).await.unwrap();
