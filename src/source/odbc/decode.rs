@@ -69,7 +69,7 @@ pub(super) fn for_each_row(
             "statement returned no result set",
         ));
     };
-    let reads = read_modes(&mut cursor, columns).map_err(|e| classify(&e, conn))?;
+    let reads = read_modes(&mut cursor, columns);
     if let Some(flag) = bulk.filter(|f| f.load(Ordering::Relaxed)) {
         let widths = bulk_widths(&mut cursor, &reads).map_err(|e| classify(&e, conn))?;
         if let Some(widths) = widths {
@@ -111,21 +111,21 @@ enum Read {
 
 /// How each column is read. A binary column mapped to an integer is a counter such as a SQL
 /// Server rowversion: as text the driver would hand over hex digits, which can parse as the
-/// wrong decimal number, so its bytes are read instead.
-fn read_modes(
-    cursor: &mut impl ResultSetMetadata,
-    columns: &[SelectColumn],
-) -> Result<Vec<Read>, odbc_api::Error> {
+/// wrong decimal number, so its bytes are read instead. A driver that cannot describe a
+/// column has it read as text.
+fn read_modes(cursor: &mut impl ResultSetMetadata, columns: &[SelectColumn]) -> Vec<Read> {
     let mut reads = Vec::with_capacity(columns.len());
     for (i, col) in columns.iter().enumerate() {
         let read = match col.decode {
             FieldType::Binary => Read::Bytes,
             FieldType::Integer => {
                 let n = u16::try_from(i + 1).unwrap_or(u16::MAX);
-                match cursor.col_data_type(n)? {
-                    DataType::Binary { .. }
-                    | DataType::Varbinary { .. }
-                    | DataType::LongVarbinary { .. } => Read::Bytes,
+                match cursor.col_data_type(n) {
+                    Ok(
+                        DataType::Binary { .. }
+                        | DataType::Varbinary { .. }
+                        | DataType::LongVarbinary { .. },
+                    ) => Read::Bytes,
                     _ => Read::Text,
                 }
             }
@@ -133,7 +133,7 @@ fn read_modes(
         };
         reads.push(read);
     }
-    Ok(reads)
+    reads
 }
 
 /// The UTF-8 width of every column when all are text-readable and bounded, and the row is
