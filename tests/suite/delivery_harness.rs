@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::Value as Json;
 
-use super::capture_harness::{berlin_now, connect, read_all, sql};
+use super::capture_harness::{berlin_now, connect, eventually_within, read_all, sql};
 use super::engines::TestDb;
 use super::webhook_receiver::Received;
 
@@ -167,7 +167,7 @@ impl DeliveryRig {
         assert!(app.delivery.is_some(), "no subscription is running");
         let router = api::router(Arc::clone(&app.state), Duration::from_secs(30));
         let (addr, server) = super::harness::serve(router).await;
-        DeliveryRig {
+        let rig = DeliveryRig {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             keys,
@@ -175,13 +175,52 @@ impl DeliveryRig {
             _dir: dir,
             app,
             server,
-        }
+        };
+        rig.wait_initial_load("inventory").await;
+        rig
+    }
+
+    /// Waits until capture of `resource` has finished its initial load. With `initial =
+    /// "none"` that load records the baseline silently, so a write the test makes while it
+    /// runs may be taken into the baseline instead of becoming an event.
+    async fn wait_initial_load(&self, resource: &str) {
+        let capture = self.app.capture.as_ref().expect("capture is running");
+        eventually_within(
+            &format!("the initial load of `{resource}`"),
+            PATIENCE,
+            || async {
+                let status = capture.handle.status.get(resource);
+                let done = status
+                    .as_ref()
+                    .and_then(|s| s.checkpoint.as_ref())
+                    .is_some_and(|cp| cp["initial_done"] == true);
+                if done {
+                    Ok(())
+                } else {
+                    Err(format!("{status:?}"))
+                }
+            },
+        )
+        .await;
     }
 
     /// Every event in the outbox, in sequence order.
     pub async fn outbox(&self) -> Vec<StoredEvent> {
         let capture = self.app.capture.as_ref().expect("capture is running");
         read_all(capture.handle.store.as_ref()).await
+    }
+
+    /// What capture says of `inventory` and what its change log still holds, for failure
+    /// messages: a delivery that never catches up may be a capture that stopped reading.
+    pub fn capture_report(&self) -> String {
+        let capture = self.app.capture.as_ref().expect("capture is running");
+        let status = capture.handle.status.get("inventory");
+        let logged = self.db.scalar("SELECT COUNT(*) FROM LB_CHANGELOG");
+        let rows = self.db.scalar("SELECT COUNT(*) FROM STOCK_LEVEL");
+        format!(
+            "capture of inventory: {status:#?}\nLB_CHANGELOG rows left: {logged}; \
+             STOCK_LEVEL rows: {rows}"
+        )
     }
 
     /// Waits until capture of `resource` has completed two cycles that started after this
@@ -275,7 +314,8 @@ impl DeliveryRig {
             }
             assert!(
                 Instant::now() < deadline,
-                "waited {timeout:?} for `{name}` to be {what}; status: {status:#}"
+                "waited {timeout:?} for `{name}` to be {what}; status: {status:#}\n{}",
+                self.capture_report()
             );
             tokio::time::sleep(POLL).await;
         }
