@@ -386,8 +386,14 @@ impl Rig {
     /// Waits until `resource` has finished its first step (initial load or baseline) and is
     /// following changes.
     pub async fn wait_running(&self, resource: &str) {
-        self.wait_status(resource, "running", |s| {
-            s.state == CaptureState::Running && s.last_cycle_at.is_some()
+        // Past the initial load too: with `initial = "none"` a write made while that load
+        // runs may be taken into the silent baseline instead of becoming an event.
+        self.wait_status(resource, "running past its initial load", |s| {
+            s.state == CaptureState::Running
+                && s.last_cycle_at.is_some()
+                && s.checkpoint
+                    .as_ref()
+                    .is_some_and(|cp| cp["initial_done"] == true)
         })
         .await;
     }
