@@ -19,6 +19,17 @@ fn parked(seq: u64, record: &str, next_at_ms: Option<i64>) -> Parked {
     }
 }
 
+/// The seqs `due` hands out at `now`, in its order.
+async fn due_seqs(store: &SqliteStore, now: i64) -> Vec<u64> {
+    store
+        .due("s", now, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.event.seq)
+        .collect()
+}
+
 async fn store_with_events(n: u64) -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
@@ -82,13 +93,7 @@ async fn settling_releases_the_next_waiting_event_of_the_record() {
         parked(4, "r", None),
     ];
     assert!(store.advance("s", 0, 4, park).await.unwrap());
-    let due: Vec<u64> = store
-        .due("s", 10, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.event.seq)
-        .collect();
+    let due = due_seqs(&store, 10).await;
     assert_eq!(due, vec![1, 3], "waiting events are not due");
     assert_eq!(store.next_due("s").await.unwrap(), Some(10));
     let cleared = store
@@ -96,13 +101,7 @@ async fn settling_releases_the_next_waiting_event_of_the_record() {
         .await
         .unwrap();
     assert!(cleared.is_empty(), "r still has waiting events");
-    let due: Vec<u64> = store
-        .due("s", 20, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.event.seq)
-        .collect();
+    let due = due_seqs(&store, 20).await;
     assert_eq!(due, vec![3, 2], "2 released (due at 20), not 4");
     let cleared = store
         .settle(
@@ -165,13 +164,7 @@ async fn an_event_parked_behind_one_settled_meanwhile_is_released() {
     assert!(store.advance("s", 2, 4, park).await.unwrap());
     // THEN the first of them is due at once, the second still waits behind it
     let later = chrono::Utc::now().timestamp_millis() + 60_000;
-    let due: Vec<u64> = store
-        .due("s", later, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.event.seq)
-        .collect();
+    let due = due_seqs(&store, later).await;
     assert_eq!(
         due,
         vec![3],
@@ -181,13 +174,7 @@ async fn an_event_parked_behind_one_settled_meanwhile_is_released() {
         .settle("s", later, vec![(3, Settlement::Delivered)])
         .await
         .unwrap();
-    let due: Vec<u64> = store
-        .due("s", later, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| d.event.seq)
-        .collect();
+    let due = due_seqs(&store, later).await;
     assert_eq!(due, vec![4]);
 }
 
