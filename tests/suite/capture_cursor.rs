@@ -8,7 +8,7 @@ use chrono::Duration;
 use serde_json::json;
 
 use super::capture_harness::{
-    ClockedSource, ENGINES, Rig, assert_gap_free, berlin, berlin_now, connect, dec, has, instant,
+    ENGINES, Rig, StagedSource, assert_gap_free, berlin, berlin_now, connect, dec, has, instant,
     inventory, sql, the,
 };
 use super::engines::TestDb;
@@ -183,7 +183,8 @@ async fn rows_stamped_in_the_repeated_hour_after_a_dst_fall_back_are_captured() 
         };
         // GIVEN capture on a database whose clock reads 02:40 CEST on the night clocks go back
         let mut rig = Rig::build(engine, &db.connection_string, "", &inventory(LATE_COMMITS)).await;
-        let clock = ClockedSource::new(rig.source(), utc("2026-10-25T00:40:00Z"));
+        let clock = StagedSource::new(rig.source());
+        clock.set(utc("2026-10-25T00:40:00Z"));
         rig.start_capture_on(clock.clone()).await;
         rig.wait_running("inventory").await;
 

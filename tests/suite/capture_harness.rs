@@ -22,6 +22,7 @@ use legacy_bridge::resource::Resource;
 use legacy_bridge::source::Source;
 use legacy_bridge::store::{EventFilter, Store};
 use rust_decimal::Decimal;
+use tokio::sync::oneshot;
 
 use super::engines::{Engine, TestDb};
 
@@ -387,7 +388,8 @@ impl Rig {
     /// following changes.
     pub async fn wait_running(&self, resource: &str) {
         // Past the initial load too: with `initial = "none"` a write made while that load
-        // runs may be taken into the silent baseline instead of becoming an event.
+        // runs is emitted as an `updated` event whose `before` is the row itself
+        // (capture_baseline.rs), which a test of ordinary changes does not expect.
         self.wait_status(resource, "running past its initial load", |s| {
             s.state == CaptureState::Running
                 && s.last_cycle_at.is_some()
@@ -748,29 +750,62 @@ pub fn connect(connection_string: &str) -> odbc_api::Connection<'static> {
         .unwrap_or_else(|e| panic!("cannot connect: {e}"))
 }
 
-/// A source whose clock the test sets: everything else goes to the real source. Capture
-/// measures its settle window (and so the timestamp cursor's upper bound) on this clock.
-pub struct ClockedSource {
+/// The real source with two things a test stages: its clock (capture measures its settle
+/// window, and so the timestamp cursor's upper bound, on it), and a pause of capture's first
+/// full scan just before it reads, after the initial load took its start positions; a test
+/// writes meanwhile, so a write racing the load is made deterministic.
+pub struct StagedSource {
     inner: Arc<dyn Source>,
-    now: std::sync::Mutex<DateTime<Utc>>,
+    now: std::sync::Mutex<Option<DateTime<Utc>>>,
+    first_scan: std::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
 }
 
-impl ClockedSource {
-    pub fn new(inner: Arc<dyn Source>, now: DateTime<Utc>) -> Arc<ClockedSource> {
-        Arc::new(ClockedSource {
+/// The test's side of a paused first scan.
+pub struct ScanPause {
+    reached: oneshot::Receiver<()>,
+    resume: oneshot::Sender<()>,
+}
+
+impl ScanPause {
+    /// Waits until the first scan is about to read.
+    pub async fn reached(&mut self) {
+        tokio::time::timeout(PATIENCE, &mut self.reached)
+            .await
+            .expect("capture's first scan starts in time")
+            .expect("the staged source is alive");
+    }
+
+    /// Lets the scan read.
+    pub fn resume(self) {
+        let _ = self.resume.send(());
+    }
+}
+
+impl StagedSource {
+    pub fn new(inner: Arc<dyn Source>) -> Arc<StagedSource> {
+        Arc::new(StagedSource {
             inner,
-            now: std::sync::Mutex::new(now),
+            now: std::sync::Mutex::new(None),
+            first_scan: std::sync::Mutex::new(None),
         })
     }
 
     /// Sets the database clock.
     pub fn set(&self, now: DateTime<Utc>) {
-        *self.now.lock().expect("clock") = now;
+        *self.now.lock().expect("clock") = Some(now);
+    }
+
+    /// Holds the first scan before it reads, until the pause is resumed.
+    pub fn pause_first_scan(&self) -> ScanPause {
+        let (reached_tx, reached) = oneshot::channel();
+        let (resume, resume_rx) = oneshot::channel();
+        *self.first_scan.lock().expect("scan pause") = Some((reached_tx, resume_rx));
+        ScanPause { reached, resume }
     }
 }
 
 #[async_trait::async_trait]
-impl Source for ClockedSource {
+impl Source for StagedSource {
     fn dialect(&self) -> &legacy_bridge::source::Dialect {
         self.inner.dialect()
     }
@@ -787,11 +822,20 @@ impl Source for ClockedSource {
         query: legacy_bridge::source::SelectQuery,
         batch_size: usize,
     ) -> legacy_bridge::source::RowStream {
+        let pause = self.first_scan.lock().expect("scan pause").take();
+        if let Some((reached, resume)) = pause {
+            let _ = reached.send(());
+            let _ = resume.await;
+        }
         self.inner.scan(query, batch_size).await
     }
 
     async fn utc_now(&self) -> Result<Option<DateTime<Utc>>, legacy_bridge::source::SourceError> {
-        Ok(Some(*self.now.lock().expect("clock")))
+        let staged = *self.now.lock().expect("clock");
+        match staged {
+            Some(now) => Ok(Some(now)),
+            None => self.inner.utc_now().await,
+        }
     }
 
     async fn execute(
@@ -817,6 +861,14 @@ impl Source for ClockedSource {
 
     async fn ping(&self) -> Result<(), legacy_bridge::source::SourceError> {
         self.inner.ping().await
+    }
+
+    fn files(&self) -> Option<&legacy_bridge::source::files::FilesSource> {
+        self.inner.files()
+    }
+
+    fn change_tracking(&self) -> Option<&dyn legacy_bridge::source::ChangeTracking> {
+        self.inner.change_tracking()
     }
 }
 
