@@ -20,7 +20,7 @@ use super::CaptureError;
 use super::event::{CycleStats, Found, commit_found};
 use super::key::observe;
 use super::recheck::{self, ChangedKey};
-use super::target::{Checkpoint, Target};
+use super::target::{BaselineWindow, Checkpoint, Target};
 use crate::model::{ChangeOrigin, Value};
 use crate::source::{
     ChangeTracking, SelectColumn, TrackedChanges, TrackedChangesQuery, TrackingVersions,
@@ -151,7 +151,8 @@ pub async fn run_cycle(
             return Ok(Cycle::Read(stats));
         }
         stats.rows += batch.len() as u64;
-        held = Some(changes_of(target, store, batch, key_len).await?);
+        let baseline = checkpoint.baseline.as_ref();
+        held = Some(changes_of(target, store, batch, key_len, baseline).await?);
     }
 }
 
@@ -161,6 +162,7 @@ async fn changes_of(
     store: &dyn Store,
     batch: Vec<Vec<Value>>,
     key_len: usize,
+    baseline: Option<&BaselineWindow>,
 ) -> Result<Vec<Found>, CaptureError> {
     let key_positions = target.key_positions();
     let mut keys = Vec::with_capacity(batch.len());
@@ -174,7 +176,7 @@ async fn changes_of(
         let raw_key: Vec<Value> = cells.by_ref().take(key_len).collect();
         let columns: Vec<Value> = cells.collect();
         let position = serde_json::json!({"strategy": "mssql-change-tracking", "version": version});
-        let changed = ChangedKey::from_raw(target, &raw_key, position)?;
+        let changed = ChangedKey::from_raw(target, &raw_key, position)?.within(baseline, version);
         // The join finds no row when it is gone (its key columns are NULL then).
         let gone = key_positions
             .iter()

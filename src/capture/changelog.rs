@@ -8,17 +8,18 @@
 //! exactly the ids read (never a range), so a row committed late with a lower id by a long
 //! transaction stays in the log for the next cycle.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use super::CaptureError;
 use super::changelog_table::{ID_COLUMN, TABLE_COLUMN, key_column};
 use super::event::{CycleStats, Found, commit_found};
 use super::key::{Observed, observe};
 use super::recheck::{self, ChangedKey};
-use super::target::{Checkpoint, Target};
+use super::target::{BaselineWindow, Checkpoint, Target};
 use crate::model::{ChangeOrigin, FieldType, Value};
 use crate::source::{
-    CompareOp, OrderBy, Param, Predicate, Relation, SelectColumn, SelectQuery, SqlType,
+    CompareOp, OrderBy, Param, Predicate, Relation, Row, SelectColumn, SelectQuery, SqlType,
 };
 use crate::store::Store;
 
@@ -72,14 +73,7 @@ pub async fn run_cycle(
         let query = SelectQuery {
             relation: log_relation(target),
             columns,
-            filter: vec![Predicate::Compare {
-                column: TABLE_COLUMN.to_owned(),
-                op: CompareOp::Eq,
-                param: Param {
-                    value: Value::Text(table.clone()),
-                    sql_type: SqlType::Varchar { len: None },
-                },
-            }],
+            filter: vec![table_filter(table.clone())],
             order_by: vec![OrderBy {
                 column: ID_COLUMN.to_owned(),
                 descending: false,
@@ -87,32 +81,23 @@ pub async fn run_cycle(
             }],
             limit: Some(target.def.batch_size as u64),
         };
-        let log = target.source.fetch(query).await.map_err(|e| {
-            if e.kind == crate::source::SourceErrorKind::Query {
-                CaptureError::Config(format!(
-                    "cannot read the change log {}: {}; install it with `legacy-bridge \
-                     changelog ddl --resource {} --apply` (or give a DBA its output)",
-                    target.def.changelog_table(),
-                    e.message,
-                    target.name
-                ))
-            } else {
-                e.into()
-            }
-        })?;
+        let log = read_log(target, query).await?;
         if log.is_empty() {
             break;
         }
         let full = log.len() >= target.def.batch_size;
         let mut ids = Vec::with_capacity(log.len());
-        // Raw key values per distinct key, in order of first appearance.
-        let mut keys: Vec<Vec<Value>> = Vec::new();
-        let mut seen_keys = HashSet::new();
+        // Raw key values per distinct key, in order of first appearance, with the key's last
+        // log id.
+        let mut keys: Vec<(Vec<Value>, i64)> = Vec::new();
+        let mut seen_keys: HashMap<String, usize> = HashMap::new();
         for entry in log {
             let mut cells = entry.into_iter();
-            if let Some(Value::Int(id)) = cells.next() {
-                ids.push(id);
-            }
+            let id = match cells.next() {
+                Some(Value::Int(id)) => id,
+                _ => continue,
+            };
+            ids.push(id);
             let raw: Vec<Value> = key_fields
                 .iter()
                 .zip(cells)
@@ -124,12 +109,17 @@ pub async fn run_cycle(
             if raw.iter().any(|v| matches!(v, Value::Null)) {
                 continue;
             }
-            if seen_keys.insert(format!("{raw:?}")) {
-                keys.push(raw);
+            match seen_keys.entry(format!("{raw:?}")) {
+                Entry::Occupied(at) => keys[*at.get()].1 = id,
+                Entry::Vacant(slot) => {
+                    slot.insert(keys.len());
+                    keys.push((raw, id));
+                }
             }
         }
         stats.rows += keys.len() as u64;
-        let found = diff_keys(target, store, &keys, ids.last().copied()).await?;
+        let baseline = checkpoint.baseline.as_ref();
+        let found = diff_keys(target, store, &keys, baseline, ids.last().copied()).await?;
         checkpoint.changelog_id = ids.last().copied().or(checkpoint.changelog_id);
         let committed = commit_found(
             target,
@@ -148,11 +138,13 @@ pub async fn run_cycle(
     Ok(stats)
 }
 
-/// Re-reads the current rows of `keys` and compares them with the stored state.
+/// Re-reads the current rows of `keys` (raw key, last log id) and compares them with the
+/// stored state.
 async fn diff_keys(
     target: &Target,
     store: &dyn Store,
-    keys: &[Vec<Value>],
+    keys: &[(Vec<Value>, i64)],
+    baseline: Option<&BaselineWindow>,
     log_id: Option<i64>,
 ) -> Result<Vec<Found>, CaptureError> {
     let resource = &target.resource;
@@ -160,13 +152,15 @@ async fn diff_keys(
     let position = serde_json::json!({"strategy": "changelog", "log_id": log_id});
     let wanted = keys
         .iter()
-        .map(|raw| ChangedKey::from_raw(target, raw, position.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(raw, id)| {
+            Ok(ChangedKey::from_raw(target, raw, position.clone())?.within(baseline, *id))
+        })
+        .collect::<Result<Vec<_>, CaptureError>>()?;
     let mut current: HashMap<Vec<u8>, Observed> = HashMap::new();
     for chunk in keys.chunks(KEYS_PER_QUERY) {
         let alternatives = chunk
             .iter()
-            .map(|raw| {
+            .map(|(raw, _)| {
                 Predicate::And(
                     key_fields
                         .iter()
@@ -196,6 +190,59 @@ async fn diff_keys(
         }
     }
     recheck::diff(target, store, wanted, current).await
+}
+
+/// The log's highest id for the resource's table (`None` while it is empty): where a silent
+/// baseline begins.
+pub async fn highest_id(target: &Target) -> Result<Option<i64>, CaptureError> {
+    let query = SelectQuery {
+        relation: log_relation(target),
+        columns: vec![SelectColumn {
+            name: ID_COLUMN.to_owned(),
+            decode: FieldType::Integer,
+        }],
+        filter: vec![table_filter(logged_table_name(target)?)],
+        order_by: vec![OrderBy {
+            column: ID_COLUMN.to_owned(),
+            descending: true,
+            binary: false,
+        }],
+        limit: Some(1),
+    };
+    let rows = read_log(target, query).await?;
+    Ok(rows.into_iter().next().and_then(|r| match r.first() {
+        Some(Value::Int(id)) => Some(*id),
+        _ => None,
+    }))
+}
+
+/// Rows of this resource's table in the log.
+fn table_filter(table: String) -> Predicate {
+    Predicate::Compare {
+        column: TABLE_COLUMN.to_owned(),
+        op: CompareOp::Eq,
+        param: Param {
+            value: Value::Text(table),
+            sql_type: SqlType::Varchar { len: None },
+        },
+    }
+}
+
+/// Reads the log; a log that cannot be read says how to install it.
+async fn read_log(target: &Target, query: SelectQuery) -> Result<Vec<Row>, CaptureError> {
+    target.source.fetch(query).await.map_err(|e| {
+        if e.kind == crate::source::SourceErrorKind::Query {
+            CaptureError::Config(format!(
+                "cannot read the change log {}: {}; install it with `legacy-bridge \
+                 changelog ddl --resource {} --apply` (or give a DBA its output)",
+                target.def.changelog_table(),
+                e.message,
+                target.name
+            ))
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// Deletes exactly the log rows read. A failure is reported but does not undo the commit:

@@ -19,8 +19,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use super::CaptureError;
 use super::event::{Found, commit_found};
 use super::key::{Observed, TOMBSTONE, observe};
-use super::target::{Checkpoint, CursorColumn, CursorKind, Target};
-use crate::model::{ChangeOp, ChangeOrigin, Value};
+use super::target::{BaselineWindow, Checkpoint, CursorColumn, CursorKind, Target};
+use crate::model::{ChangeOp, ChangeOrigin, FieldType, Value};
 use crate::source::{CompareOp, OrderBy, Param, Predicate, SelectQuery};
 use crate::store::Store;
 
@@ -77,6 +77,25 @@ pub async fn start_position(target: &Target) -> Result<serde_json::Value, Captur
     }
 }
 
+/// Where a silent baseline's window ends once its pass is done: the highest value a row the
+/// pass could have read may carry. For an integer or a rowversion that is the current
+/// maximum; a timestamp is written by the legacy client's clock (often to the second, and
+/// not the database's), so stamps up to the lookback ahead of the database clock count: the
+/// lookback is the skew the adapter already tolerates.
+pub async fn baseline_end(target: &Target) -> Result<serde_json::Value, CaptureError> {
+    let cursor = cursor_of(target)?;
+    match cursor.kind {
+        CursorKind::Timestamp => {
+            let lookback =
+                Duration::milliseconds(i64::try_from(target.def.lookback_ms).unwrap_or(i64::MAX));
+            let now = database_now(target).await?;
+            let end = now.checked_add_signed(lookback).unwrap_or(now);
+            Ok(naive_bound(cursor, end).to_json())
+        }
+        CursorKind::Integer | CursorKind::Rowversion => start_position(target).await,
+    }
+}
+
 fn cursor_of(target: &Target) -> Result<&CursorColumn, CaptureError> {
     target
         .cursor
@@ -127,6 +146,10 @@ pub async fn run_cycle(
         _ => &high,
     };
     let low = lower_bound(target, cursor, reference);
+    let baseline = match &checkpoint.baseline {
+        Some(window) => Some(CursorWindow::read(decode, window)?),
+        None => None,
+    };
     let mut stats = CycleStats::default();
     let mut after: Option<(Value, Vec<Value>)> = None;
     let mut high = high;
@@ -152,7 +175,7 @@ pub async fn run_cycle(
         {
             high = c.clone();
         }
-        let found = compare_with_state(target, store, cursor, seen).await?;
+        let found = compare_with_state(target, store, cursor, baseline.as_ref(), seen).await?;
         checkpoint.cursor = Some(high.to_json());
         let committed = commit_found(
             target,
@@ -175,11 +198,38 @@ pub async fn run_cycle(
     Ok(stats)
 }
 
-/// Rows whose hash differs from the stored state, as changes.
+/// A silent baseline's window in cursor values.
+struct CursorWindow {
+    from: Value,
+    until: Option<Value>,
+}
+
+impl CursorWindow {
+    fn read(decode: FieldType, window: &BaselineWindow) -> Result<Self, CaptureError> {
+        let value = |json| {
+            Value::from_json(decode, json)
+                .map_err(|e| CaptureError::Config(format!("stored baseline is invalid: {e}")))
+        };
+        Ok(Self {
+            from: value(&window.from)?,
+            until: window.until.as_ref().map(value).transpose()?,
+        })
+    }
+
+    /// `from` exclusive, `until` inclusive.
+    fn holds(&self, cursor: &Value) -> bool {
+        greater(cursor, &self.from) && self.until.as_ref().is_none_or(|u| !greater(cursor, u))
+    }
+}
+
+/// Rows whose hash differs from the stored state, as changes; and rows stamped inside a
+/// silent baseline's window that only the baseline holds (the pass may have read them after
+/// their write).
 async fn compare_with_state(
     target: &Target,
     store: &dyn Store,
     cursor: &CursorColumn,
+    baseline: Option<&CursorWindow>,
     seen: Vec<(Observed, Value)>,
 ) -> Result<Vec<Found>, CaptureError> {
     if seen.is_empty() {
@@ -199,6 +249,9 @@ async fn compare_with_state(
         let op = match live {
             None => ChangeOp::Created,
             Some(p) if p.state.hash != o.hash => ChangeOp::Updated,
+            Some(p) if p.state.version == 0 && baseline.is_some_and(|w| w.holds(&raw_cursor)) => {
+                ChangeOp::Updated
+            }
             Some(_) => continue,
         };
         let time = match (&raw_cursor, cursor.kind) {

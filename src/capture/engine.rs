@@ -15,7 +15,7 @@ use tracing::Instrument as _;
 use super::change_tracking::{self, Cycle};
 use super::snapshot::{Emit, PassStats, run_pass};
 use super::status::{CaptureState, ScanProgress, StatusBoard};
-use super::target::{Checkpoint, CursorColumn, Target};
+use super::target::{BaselineWindow, Checkpoint, CursorColumn, Target};
 use super::{CaptureError, CaptureHandle, changelog, cursor, drift, export};
 use crate::config::{InitialLoad, LoadedConfig, OnExpired, StrategyKind};
 use crate::model::ChangeOrigin;
@@ -336,12 +336,31 @@ impl Worker {
             if target.def.strategy == StrategyKind::MssqlChangeTracking && cp.ct_version.is_none() {
                 cp.ct_version = Some(change_tracking::start_version(target).await?);
             }
+            let silent = target.def.initial == InitialLoad::None;
+            if silent && cp.baseline.is_none() {
+                // Taken before the pass like the positions above (which it copies).
+                let from = match target.def.strategy {
+                    StrategyKind::Cursor => cp.cursor.clone(),
+                    StrategyKind::Changelog => Some(changelog::highest_id(target).await?.into()),
+                    StrategyKind::MssqlChangeTracking => cp.ct_version.map(Into::into),
+                    _ => None,
+                };
+                cp.baseline = from.map(|from| BaselineWindow { from, until: None });
+            }
             let emit = match target.def.initial {
                 InitialLoad::Snapshot => Emit::All,
                 InitialLoad::None => Emit::Silent,
             };
             let stats = self.pass(cp, ChangeOrigin::Initial, emit).await?;
+            if silent {
+                self.close_baseline(cp).await?;
+            }
             return Ok(pass_outcome(stats));
+        }
+        if cp.baseline.as_ref().is_some_and(|w| w.until.is_none()) {
+            // The load ended without its window closed (a crash or an error right after it):
+            // closed now, later than the pass ended, which only widens it.
+            self.close_baseline(cp).await?;
         }
         let resync_requested = !resuming_resync && self.status.take_resync(&target.name);
         if resync_requested && target.def.strategy == StrategyKind::MssqlChangeTracking {
@@ -398,6 +417,26 @@ impl Worker {
             outcome.last_seq = stats.last_seq.or(outcome.last_seq);
         }
         Ok(outcome)
+    }
+
+    /// Records where the followed position stands now that the silent baseline pass is
+    /// done: the end of the window whose changes are emitted even if the pass read them.
+    /// Until it is recorded the window is open-ended (more events, none lost).
+    async fn close_baseline(&self, cp: &mut Checkpoint) -> Result<(), CaptureError> {
+        let target = &self.target;
+        let until = match target.def.strategy {
+            StrategyKind::Cursor => cursor::baseline_end(target).await?,
+            StrategyKind::Changelog => changelog::highest_id(target).await?.into(),
+            StrategyKind::MssqlChangeTracking => {
+                change_tracking::start_version(target).await?.into()
+            }
+            _ => return Ok(()),
+        };
+        if let Some(window) = cp.baseline.as_mut() {
+            window.until = Some(until);
+            self.commit_checkpoint(cp).await?;
+        }
+        Ok(())
     }
 
     /// A change-tracking cycle; `None` when a recovery pass is due instead (an expired

@@ -29,8 +29,8 @@ pub struct Found {
     pub hash: RowHash,
     /// Changes emitted for this key before (0 when none).
     pub prior_version: u64,
-    /// The record last emitted for this key, when the strategy already has it; otherwise it
-    /// is looked up when `prior_version > 0`.
+    /// The record last emitted for this key (or recorded by a silent baseline), when the
+    /// strategy already has it; otherwise it is looked up.
     pub before: Option<String>,
     pub time: DateTime<Utc>,
     /// Where in the source the change was seen (cursor value, log id, pass).
@@ -104,7 +104,8 @@ pub async fn materialize(
 ) -> Result<(Vec<NewEvent>, Vec<StateChange>), CaptureError> {
     let missing: Vec<Vec<u8>> = found
         .iter()
-        .filter(|f| f.before.is_none() && f.prior_version > 0)
+        // Version 0 can be a live row too: one a silent baseline recorded.
+        .filter(|f| f.before.is_none())
         .map(|f| f.key.clone())
         .collect();
     let mut befores: HashMap<Vec<u8>, String> = HashMap::new();

@@ -1,7 +1,7 @@
 //! Diffing the current rows of known keys against the stored state: the strategies that learn
 //! *which* keys changed (the trigger change log, SQL Server Change Tracking) and then read the
 //! rows back share this. A key whose row is gone is a deletion if it was live; a row whose
-//! hash equals the stored one is suppressed, so reading a key again never emits twice.
+//! hash equals the one last emitted is suppressed, so reading a key again never emits twice.
 
 use std::collections::HashMap;
 
@@ -10,7 +10,7 @@ use chrono::Utc;
 use super::CaptureError;
 use super::event::Found;
 use super::key::{Observed, TOMBSTONE, encode_key, key_json, subject};
-use super::target::Target;
+use super::target::{BaselineWindow, Target};
 use crate::model::{ChangeOp, Value};
 use crate::store::{KeyRecord, Store};
 
@@ -21,6 +21,10 @@ pub struct ChangedKey {
     key_json: serde_json::Value,
     /// Where the change was seen (log id, change-tracking version).
     position: serde_json::Value,
+    /// The change was signalled inside a silent baseline's window, so a row only that
+    /// baseline holds is emitted even when it hashes the same (the pass may have read it
+    /// after the write).
+    in_baseline_window: bool,
 }
 
 impl ChangedKey {
@@ -45,12 +49,20 @@ impl ChangedKey {
             subject: subject(&refs),
             key_json: key_json(target, &refs),
             position,
+            in_baseline_window: false,
         })
+    }
+
+    /// Marks the change as signalled inside `window` when it is (see the field).
+    pub fn within(mut self, window: Option<&BaselineWindow>, position: i64) -> Self {
+        self.in_baseline_window = window.is_some_and(|w| w.holds_id(position));
+        self
     }
 }
 
 /// The changes of `keys` (in their order): `current` holds the rows still there, by encoded
-/// key.
+/// key. A row that hashes as last emitted is suppressed; one only a silent baseline holds
+/// (version 0) is emitted once if its change was signalled inside the baseline's window.
 pub async fn diff(
     target: &Target,
     store: &dyn Store,
@@ -70,7 +82,8 @@ pub async fn diff(
         let prior_version = prior.map_or(0, |p| p.state.version);
         let before = Some(live.map_or_else(|| "null".to_owned(), |p| p.record.clone()));
         match (current.remove(&k.key), live) {
-            (Some(o), Some(p)) if p.state.hash == o.hash => {}
+            (Some(o), Some(p))
+                if p.state.hash == o.hash && (p.state.version > 0 || !k.in_baseline_window) => {}
             (Some(o), live) => found.push(Found {
                 op: if live.is_some() {
                     ChangeOp::Updated

@@ -19,7 +19,7 @@ use super::target::{Checkpoint, PassProgress, Target};
 use crate::model::{ChangeOp, ChangeOrigin, FieldType};
 use crate::resource::Resource;
 use crate::source::{OrderBy, SelectQuery};
-use crate::store::{Commit, KeyState, Store};
+use crate::store::{Commit, KeyState, StateChange, Store};
 
 /// Stored key states read per page during the merge.
 const STATE_PAGE: usize = 5_000;
@@ -244,13 +244,20 @@ impl Merge<'_> {
         if let (Some(pass), Some(last)) = (checkpoint.pass.as_mut(), &self.last_key) {
             pass.through = hex::encode(last);
         }
-        let (mut events, state) = if found.is_empty() {
+        let (mut events, mut state) = if found.is_empty() {
             (Vec::new(), Vec::new())
         } else {
             materialize(self.target, self.store, self.origin, found).await?
         };
         if self.emit == Emit::Silent {
             events.clear();
+            // Nothing was emitted, so the count of changes emitted stays (0 on a first
+            // load): that marks the rows as a baseline a change signal may still override.
+            for change in &mut state {
+                if let StateChange::Put { state, .. } = change {
+                    state.version = state.version.saturating_sub(1);
+                }
+            }
         }
         self.stats.changes += events.len() as u64;
         let appended = self

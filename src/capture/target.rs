@@ -212,6 +212,10 @@ pub struct Checkpoint {
     /// `changelog`: the last log id processed (informational; the log itself is the queue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changelog_id: Option<i64>,
+    /// A silent baseline (`initial = "none"`) whose writes-while-it-ran are still to be
+    /// emitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineWindow>,
     /// `mssql-change-tracking`: every change up to this version is read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ct_version: Option<i64>,
@@ -231,6 +235,36 @@ pub struct Checkpoint {
     /// `export`: which export is applied, and which one is being applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportCheckpoint>,
+}
+
+/// Where the followed position stood while a silent baseline pass ran. The pass may read a
+/// row after a write the strategy signals later (a cursor value, a log row or a change-tracking
+/// version inside the window); the row then hashes as the baseline, yet nothing was emitted
+/// for it. A change signalled inside the window for a row only the baseline holds (key
+/// version 0) is therefore emitted once. Outside it, a row that hashes the same is a no-op
+/// write, suppressed as usual.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineWindow {
+    /// Taken before the pass (JSON of the cursor value, the log's highest id or `null`
+    /// while the log is empty, the change-tracking version).
+    pub from: serde_json::Value,
+    /// Taken after the pass (`null` for a log still empty then); `None` until then: no
+    /// upper limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<serde_json::Value>,
+}
+
+impl BaselineWindow {
+    /// Whether a log id or change-tracking version lies inside the window (`from` is
+    /// exclusive, `until` inclusive).
+    pub fn holds_id(&self, id: i64) -> bool {
+        // A `null` end is a log still empty after the pass: nothing was written meanwhile.
+        let below_until = match &self.until {
+            None => true,
+            Some(until) => until.as_i64().is_some_and(|until| id <= until),
+        };
+        self.from.as_i64().is_none_or(|from| id > from) && below_until
+    }
 }
 
 /// How far the `export` strategy has come.
@@ -260,5 +294,35 @@ impl Checkpoint {
     /// The JSON to store.
     pub fn to_stored(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::BaselineWindow;
+
+    fn window(from: Value, until: Option<Value>) -> BaselineWindow {
+        BaselineWindow { from, until }
+    }
+
+    #[test]
+    fn a_window_holds_ids_after_its_start_up_to_its_end() {
+        let w = window(json!(10), Some(json!(12)));
+        assert_eq!(
+            [10, 11, 12, 13].map(|id| w.holds_id(id)),
+            [false, true, true, false]
+        );
+    }
+
+    #[test]
+    fn an_empty_log_bounds_nothing_at_the_start_and_everything_at_the_end() {
+        // Empty when the pass began: every id up to the end is inside.
+        assert!(window(Value::Null, Some(json!(3))).holds_id(1));
+        // Still empty when it ended: nothing was written meanwhile, so nothing is inside.
+        assert!(!window(Value::Null, Some(Value::Null)).holds_id(1));
+        // Not closed yet: no upper limit.
+        assert!(window(json!(3), None).holds_id(1_000));
     }
 }

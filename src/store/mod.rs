@@ -38,7 +38,9 @@ pub struct KeyState {
     /// Order-preserving encoding of the key (see `capture::key`).
     pub key: Vec<u8>,
     pub hash: RowHash,
-    /// Number of changes emitted for this key so far; part of deterministic event ids.
+    /// Number of changes emitted for this key so far; part of deterministic event ids. 0 for
+    /// a row known only from a silent baseline (`initial = "none"`), which capture may still
+    /// owe an event (see `capture::target::BaselineWindow`).
     pub version: u64,
 }
 

@@ -181,8 +181,9 @@ impl DeliveryRig {
     }
 
     /// Waits until capture of `resource` has finished its initial load. With `initial =
-    /// "none"` that load records the baseline silently, so a write the test makes while it
-    /// runs may be taken into the baseline instead of becoming an event.
+    /// "none"` that load records the baseline silently; a write the test made while it runs
+    /// would be emitted as an `updated` event whose `before` is the row itself, not the
+    /// change the test expects.
     async fn wait_initial_load(&self, resource: &str) {
         let capture = self.app.capture.as_ref().expect("capture is running");
         eventually_within(

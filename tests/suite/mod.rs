@@ -1,3 +1,4 @@
+mod capture_baseline;
 mod capture_crash;
 mod capture_cursor;
 mod capture_drift;

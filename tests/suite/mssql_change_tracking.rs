@@ -10,7 +10,7 @@ use std::time::Duration;
 use legacy_bridge::capture::CaptureState;
 use legacy_bridge::model::StoredEvent;
 
-use super::capture_harness::{Rig, has, matching, show};
+use super::capture_harness::{Rig, StagedSource, has, matching, show};
 use super::mssql_target::MssqlTarget;
 use super::tds::TdsServer;
 
@@ -474,4 +474,45 @@ async fn a_reconciliation_cut_short_runs_again() {
     );
     follows_again(&rig, server, 2 + 23 + 1).await;
     rig.stop().await;
+}
+
+/// `initial = "none"`: a write that lands after the start version is taken but before the
+/// silent baseline pass reads the table is in that baseline, yet owed as an event; change
+/// tracking reports it after the pass, and it is emitted once. A write after the pass that
+/// changes nothing is not (capture_baseline.rs has the same for a cursor and a change log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_racing_the_silent_baseline_is_emitted_once() {
+    let target = tracked(MssqlTarget::start().await).await;
+    let mut rig = Rig::build_on(
+        "mssql-change-tracking",
+        &target.source_toml(""),
+        &adapter("initial = \"none\""),
+    )
+    .await;
+    let staged = StagedSource::new(rig.source());
+    let mut pause = staged.pause_first_scan();
+    rig.start_capture_on(staged).await;
+    pause.reached().await;
+    target
+        .setup("UPDATE STOCK_CT SET QTY = 7 WHERE ITEM_CODE = 'A'")
+        .await;
+    pause.resume();
+    rig.wait_running(RESOURCE).await;
+
+    let events = rig
+        .wait_for("the racing write", |e| has(e, "stock.updated", "A/S01"))
+        .await;
+    let raced = &matching(&events, "stock.updated", "A/S01")[0].event.data;
+    assert_eq!(raced["after"]["qty"], 7, "{raced}");
+    assert_eq!(
+        raced["before"], raced["after"],
+        "the baseline read the write"
+    );
+
+    target
+        .setup("UPDATE STOCK_CT SET QTY = QTY WHERE ITEM_CODE = 'B'")
+        .await;
+    rig.wait_cycles(RESOURCE, 3).await;
+    let events = rig.events().await;
+    assert_eq!(events.len(), 1, "{}", show(&events));
 }
