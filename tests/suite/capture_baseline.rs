@@ -8,7 +8,7 @@
 //! load took its start position) while the test writes.
 
 use super::capture_harness::{
-    ENGINES, Rig, StagedSource, berlin_now, changelog_table, dec, has, inventory, show, sql, the,
+    ENGINES, Rig, StagedSource, berlin_now, dec, has, inventory, show, sql, the,
 };
 use super::engines::TestDb;
 
@@ -40,11 +40,17 @@ async fn start_racing(rig: &mut Rig, write: impl FnOnce()) {
     rig.wait_running("inventory").await;
 }
 
-/// The one event the race owes: an update whose `before` is the row itself (the baseline held
-/// it already), of origin `capture`.
-fn assert_raced(events: &[legacy_bridge::model::StoredEvent], label: &str) {
-    let raced = the(events, "inventory.updated", "A1001/S01");
+/// Waits for the one event the race owes: an update whose `before` is the row itself (the
+/// baseline held it already), of origin `capture`.
+async fn wait_raced(rig: &Rig) {
+    let events = rig
+        .wait_for("the racing write", |e| {
+            has(e, "inventory.updated", "A1001/S01")
+        })
+        .await;
+    let raced = the(&events, "inventory.updated", "A1001/S01");
     let data = &raced.event.data;
+    let label = &rig.label;
     assert_eq!(data["origin"], "capture", "{label}");
     assert_eq!(dec(&data["after"]["on_hand"]), 77.into(), "{label}");
     assert_eq!(
@@ -72,12 +78,7 @@ async fn a_cursor_emits_the_write_its_silent_baseline_read() {
         .await;
 
         // THEN that write is emitted, once, and the earlier change is not
-        let events = rig
-            .wait_for("the racing write", |e| {
-                has(e, "inventory.updated", "A1001/S01")
-            })
-            .await;
-        assert_raced(&events, &rig.label);
+        wait_raced(&rig).await;
         rig.wait_cycles("inventory", 3).await;
         let events = rig.events().await;
         assert_eq!(events.len(), 1, "{engine:?}: {}", show(&events));
@@ -109,28 +110,12 @@ async fn a_change_log_emits_the_write_its_silent_baseline_read() {
         .await;
 
         // THEN that write is emitted, once, and the earlier change is not
-        let events = rig
-            .wait_for("the racing write", |e| {
-                has(e, "inventory.updated", "A1001/S01")
-            })
-            .await;
-        assert_raced(&events, &rig.label);
+        wait_raced(&rig).await;
 
         // AND a write after the baseline that changes nothing (logged by the triggers) emits
         // nothing either
         db.exec("UPDATE STOCK_LEVEL SET QTY_ON_HAND = QTY_ON_HAND WHERE ITEM_CODE = 'A1003     '");
-        let log_rows = format!("SELECT COUNT(*) FROM {}", changelog_table(engine));
-        super::capture_harness::eventually("the log to be pruned", || {
-            let n = db.scalar(&log_rows);
-            async move {
-                if n == 0 {
-                    Ok(())
-                } else {
-                    Err(format!("{n} log rows left"))
-                }
-            }
-        })
-        .await;
+        super::capture_harness::wait_log_pruned(&db).await;
         rig.wait_cycles("inventory", 3).await;
         let events = rig.events().await;
         assert_eq!(events.len(), 1, "{engine:?}: {}", show(&events));

@@ -713,6 +713,22 @@ pub mod sql {
     }
 }
 
+/// Waits until capture has read and pruned every row of the change log of `db`.
+pub async fn wait_log_pruned(db: &TestDb) {
+    let log_rows = format!("SELECT COUNT(*) FROM {}", changelog_table(db.engine));
+    eventually("the log to be pruned", || {
+        let n = db.scalar(&log_rows);
+        async move {
+            if n == 0 {
+                Ok(())
+            } else {
+                Err(format!("{n} log rows left"))
+            }
+        }
+    })
+    .await;
+}
+
 /// The change log's name as a SQL identifier on `engine` (the DDL creates it quoted, in
 /// upper case).
 pub fn changelog_table(engine: Engine) -> &'static str {
