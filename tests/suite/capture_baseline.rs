@@ -8,7 +8,8 @@
 //! load took its start position) while the test writes.
 
 use super::capture_harness::{
-    ENGINES, Rig, StagedSource, berlin_now, dec, has, inventory, show, sql, the,
+    ENGINES, INVENTORY_CHANGELOG, Rig, StagedSource, berlin_now, dec, has, inventory, show, sql,
+    the,
 };
 use super::engines::TestDb;
 
@@ -19,12 +20,6 @@ strategy = "cursor"
 cursor_column = "LAST_UPD"
 interval_ms = 100
 settle_ms = 2000
-initial = "none"
-"#;
-
-const CHANGELOG: &str = r#"
-strategy = "changelog"
-interval_ms = 100
 initial = "none"
 "#;
 
@@ -99,7 +94,13 @@ async fn a_change_log_emits_the_write_its_silent_baseline_read() {
             continue;
         };
         // GIVEN the change-log triggers, and a change they logged before capture first starts
-        let mut rig = Rig::build(engine, &db.connection_string, "", &inventory(CHANGELOG)).await;
+        let mut rig = Rig::build(
+            engine,
+            &db.connection_string,
+            "",
+            &inventory(INVENTORY_CHANGELOG),
+        )
+        .await;
         rig.apply_changelog_ddl("inventory").await;
         db.exec(&sql::stock_update("A1002", "S02", 11, berlin_now()));
 

@@ -184,12 +184,12 @@ async fn rows_stamped_in_the_repeated_hour_after_a_dst_fall_back_are_captured() 
         // GIVEN capture on a database whose clock reads 02:40 CEST on the night clocks go back
         let mut rig = Rig::build(engine, &db.connection_string, "", &inventory(LATE_COMMITS)).await;
         let clock = StagedSource::new(rig.source());
-        clock.set(utc("2026-10-25T00:40:00Z"));
+        clock.set_clock(utc("2026-10-25T00:40:00Z"));
         rig.start_capture_on(clock.clone()).await;
         rig.wait_running("inventory").await;
 
         // AND a row the till booked at 02:45 CEST (00:45 UTC), captured
-        clock.set(utc("2026-10-25T00:45:05Z"));
+        clock.set_clock(utc("2026-10-25T00:45:05Z"));
         db.exec(&sql::stock_insert(
             "A1001",
             "S30",
@@ -203,7 +203,7 @@ async fn rows_stamped_in_the_repeated_hour_after_a_dst_fall_back_are_captured() 
 
         // WHEN clocks have gone back (03:00 CEST -> 02:00 CET) and the till books a row at
         // 02:20 CET (01:20 UTC), 35 minutes after the first one
-        clock.set(utc("2026-10-25T01:20:05Z"));
+        clock.set_clock(utc("2026-10-25T01:20:05Z"));
         db.exec(&sql::stock_insert(
             "A1001",
             "S31",
@@ -221,7 +221,7 @@ async fn rows_stamped_in_the_repeated_hour_after_a_dst_fall_back_are_captured() 
         .await;
 
         // AND after the repeated hour, capture goes on
-        clock.set(utc("2026-10-25T02:10:05Z"));
+        clock.set_clock(utc("2026-10-25T02:10:05Z"));
         db.exec(&sql::stock_insert(
             "A1001",
             "S32",

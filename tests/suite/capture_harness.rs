@@ -807,7 +807,7 @@ impl StagedSource {
     }
 
     /// Sets the database clock.
-    pub fn set(&self, now: DateTime<Utc>) {
+    pub fn set_clock(&self, now: DateTime<Utc>) {
         *self.now.lock().expect("clock") = Some(now);
     }
 
@@ -887,6 +887,14 @@ impl Source for StagedSource {
         self.inner.change_tracking()
     }
 }
+
+/// The change-log strategy on inventory with a silent initial load (the triggers are
+/// installed by [`Rig::apply_changelog_ddl`]).
+pub const INVENTORY_CHANGELOG: &str = r#"
+strategy = "changelog"
+interval_ms = 100
+initial = "none"
+"#;
 
 /// A fast timestamp cursor on inventory with a silent initial load, shared by tests that only
 /// need "inventory is being captured".

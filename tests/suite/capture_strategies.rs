@@ -6,8 +6,9 @@ use legacy_bridge::model::StoredEvent;
 use serde_json::json;
 
 use super::capture_harness::{
-    ENGINES, INVENTORY_CURSOR, Rig, assert_gap_free, berlin, berlin_now, changed, changelog_table,
-    dec, has, instant, inventory, names, prices, products, sales, sql, the,
+    ENGINES, INVENTORY_CHANGELOG, INVENTORY_CURSOR, Rig, assert_gap_free, berlin, berlin_now,
+    changed, changelog_table, dec, has, instant, inventory, names, prices, products, sales, sql,
+    the,
 };
 use super::engines::{Engine, TestDb};
 
@@ -226,12 +227,6 @@ async fn snapshot_diff_captures_insert_update_delete() {
         assert_gap_free(&rig.label, &events);
     }
 }
-
-const INVENTORY_CHANGELOG: &str = r#"
-strategy = "changelog"
-interval_ms = 100
-initial = "none"
-"#;
 
 /// A log row written by hand, as if capture had committed its events and died before pruning.
 fn relog(engine: Engine, item: &str, store: &str) -> String {
