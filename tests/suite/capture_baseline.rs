@@ -8,8 +8,7 @@
 //! load took its start position) while the test writes.
 
 use super::capture_harness::{
-    ENGINES, INVENTORY_CHANGELOG, Rig, StagedSource, berlin_now, dec, has, inventory, show, sql,
-    the,
+    ENGINES, Rig, StagedSource, berlin_now, dec, has, inventory, show, sql, the,
 };
 use super::engines::TestDb;
 
@@ -94,14 +93,7 @@ async fn a_change_log_emits_the_write_its_silent_baseline_read() {
             continue;
         };
         // GIVEN the change-log triggers, and a change they logged before capture first starts
-        let mut rig = Rig::build(
-            engine,
-            &db.connection_string,
-            "",
-            &inventory(INVENTORY_CHANGELOG),
-        )
-        .await;
-        rig.apply_changelog_ddl("inventory").await;
+        let mut rig = Rig::build_logged_inventory(&db).await;
         db.exec(&sql::stock_update("A1002", "S02", 11, berlin_now()));
 
         // WHEN the till writes after the log's position is taken, before the baseline reads

@@ -193,6 +193,21 @@ impl Rig {
         rig
     }
 
+    /// Builds the app for inventory under the change-log strategy
+    /// ([`INVENTORY_CHANGELOG`]) on `db`, with the log table and triggers installed; capture
+    /// is not started yet.
+    pub async fn build_logged_inventory(db: &TestDb) -> Rig {
+        let rig = Rig::build(
+            db.engine,
+            &db.connection_string,
+            "",
+            &inventory(INVENTORY_CHANGELOG),
+        )
+        .await;
+        rig.apply_changelog_ddl("inventory").await;
+        rig
+    }
+
     /// Builds the app and starts capture against `db`.
     pub async fn start(db: &TestDb, adapter: &str) -> Rig {
         let mut rig = Rig::build(db.engine, &db.connection_string, "", adapter).await;

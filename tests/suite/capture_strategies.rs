@@ -6,9 +6,8 @@ use legacy_bridge::model::StoredEvent;
 use serde_json::json;
 
 use super::capture_harness::{
-    ENGINES, INVENTORY_CHANGELOG, INVENTORY_CURSOR, Rig, assert_gap_free, berlin, berlin_now,
-    changed, changelog_table, dec, has, instant, inventory, names, prices, products, sales, sql,
-    the,
+    ENGINES, INVENTORY_CURSOR, Rig, assert_gap_free, berlin, berlin_now, changed, changelog_table,
+    dec, has, instant, inventory, names, prices, products, sales, sql, the,
 };
 use super::engines::{Engine, TestDb};
 
@@ -265,14 +264,7 @@ async fn changelog_captures_insert_update_delete_and_ignores_rereads() {
             continue;
         };
         // GIVEN the change-log triggers on STOCK_LEVEL, installed before capture starts
-        let mut rig = Rig::build(
-            engine,
-            &db.connection_string,
-            "",
-            &inventory(INVENTORY_CHANGELOG),
-        )
-        .await;
-        rig.apply_changelog_ddl("inventory").await;
+        let mut rig = Rig::build_logged_inventory(&db).await;
         rig.start_capture().await;
         rig.wait_running("inventory").await;
 
